@@ -1,0 +1,1 @@
+"""Tag2Text for Hugging Face transformers (placeholder while the core lands)."""
