@@ -1,0 +1,774 @@
+"""Tag2Text models: image tagging, tag-guided captioning and image-text alignment.
+
+``Tag2TextModel``: vision tower, image-tag recognition decoder (tagging head), image-tag interaction encoder,
+ITC projections and ITM head. ``Tag2TextForCaptioning``: all of that plus the text decoder, with generation.
+
+Part of the Hub payload: imports only torch, transformers and its own folder (single-dot imports).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel, SwinModel, ViTModel
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.utils import ModelOutput
+
+from .configuration_tag2text import Tag2TextConfig
+from .modeling_tag2text_text import (
+    Tag2TextLMPredictionHead,
+    Tag2TextTextDecoder,
+    Tag2TextTextModel,
+    language_modeling_loss,
+)
+
+try:
+    from transformers import initialization as init
+except ImportError:  # transformers 4.x
+    from torch.nn import init
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tag2TextModelOutput(ModelOutput):
+    """Output of :class:`Tag2TextModel`.
+
+    Args:
+        loss: tagging loss (asymmetric loss, summed) when ``tag_labels`` are given.
+        tag_logits: (batch, num_tags) tag recognition logits.
+        image_embeds: (batch, 1 + patches, vision width): the pooled token followed by the patch tokens.
+        text_encoder_last_hidden_state: (batch, max_tag_length, hidden) interaction-encoder output, when tag
+            input ids were given.
+        hidden_states / attentions / cross_attentions: of the interaction encoder, on request.
+    """
+
+    loss: torch.FloatTensor | None = None
+    tag_logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_encoder_last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+@dataclass
+class Tag2TextForCaptioningOutput(ModelOutput):
+    """Output of :class:`Tag2TextForCaptioning`.
+
+    Args:
+        loss: ``loss_lm + loss_tag`` (each present only when its labels were given).
+        loss_lm: label-smoothed next-token loss of the decoder (prompt and padding masked by -100 labels).
+        loss_tag: asymmetric tagging loss, summed over batch and classes as released.
+        logits: (batch, length, vocab) decoder logits.
+        tag_logits: (batch, num_tags).
+        image_embeds: (batch, 1 + patches, vision width).
+        text_encoder_last_hidden_state: (batch, max_tag_length, hidden).
+        cache: the decoder cache, when ``use_cache``.
+        decoder_hidden_states / decoder_attentions / cross_attentions: of the decoder, on request.
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_lm: torch.FloatTensor | None = None
+    loss_tag: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    tag_logits: torch.FloatTensor | None = None
+    image_embeds: torch.FloatTensor | None = None
+    text_encoder_last_hidden_state: torch.FloatTensor | None = None
+    cache: object | None = None
+    decoder_hidden_states: tuple | None = None
+    decoder_attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+
+
+@dataclass
+class Tag2TextTagOutput:
+    """Tags of one image: names, class indices and probabilities, in class-index order."""
+
+    tags: list
+    tag_ids: list
+    scores: list
+
+    def as_dict(self) -> dict:
+        return {"tags": list(self.tags), "tag_ids": list(self.tag_ids), "scores": list(self.scores)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Losses
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def asymmetric_loss(logits, targets, gamma_neg=7.0, gamma_pos=0.0, clip=0.05, eps=1e-8):
+    """Asymmetric loss for multi-label tagging (Ridnik et al. 2021), as released with Tag2Text.
+
+    Returns the *negative sum* over batch and classes (not a mean). The focusing weight is computed without
+    gradient, as in the release (``disable_torch_grad_focal_loss=True``).
+    """
+    targets = targets.to(logits.dtype)
+    probs = torch.sigmoid(logits.float())
+    probs_pos = probs
+    probs_neg = 1.0 - probs
+    if clip is not None and clip > 0:
+        probs_neg = (probs_neg + clip).clamp(max=1.0)
+    loss = targets * torch.log(probs_pos.clamp(min=eps)) + (1 - targets) * torch.log(probs_neg.clamp(min=eps))
+    if gamma_neg > 0 or gamma_pos > 0:
+        with torch.no_grad():
+            pt = probs_pos * targets + probs_neg * (1 - targets)
+            gamma = gamma_pos * targets + gamma_neg * (1 - targets)
+            weight = torch.pow(1 - pt, gamma)
+        loss = loss * weight
+    return -loss.sum()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tagging head
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Tag2TextLabelEmbedding(nn.Embedding):
+    """One learned query per tag (its own class so that initialisation can tell it apart)."""
+
+
+class Tag2TextTaggingHead(nn.Module):
+    """Query2Label tag recognition head: one learned query per tag and a per-class linear classifier.
+
+    Its transformer layers are the interaction encoder's first layers, run in cross-attention-only mode with
+    ``tagging_config.num_attention_heads`` heads (see :meth:`Tag2TextModel.get_tag_logits`).
+    """
+
+    def __init__(self, config: Tag2TextConfig):
+        super().__init__()
+        hidden = config.text_config.hidden_size
+        self.label_embed = Tag2TextLabelEmbedding(config.num_tags, hidden)
+        # GroupWiseLinear: logits[b, k] = <weight[k], h[b, k]> + bias[k]
+        self.classifier_weight = nn.Parameter(torch.empty(config.num_tags, hidden))
+        self.classifier_bias = nn.Parameter(torch.empty(config.num_tags))
+
+    def forward(self, hidden_states):
+        return (hidden_states * self.classifier_weight).sum(-1) + self.classifier_bias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Base class
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Tag2TextPreTrainedModel(PreTrainedModel):
+    config_class = Tag2TextConfig
+    base_model_prefix = "tag2text"
+    main_input_name = "pixel_values"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["Tag2TextLayer", "Tag2TextTextEmbeddings", "SwinStage", "ViTLayer"]
+    _keys_to_ignore_on_load_unexpected = [r"text_decoder\."]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does; when the classes are registered for the Auto classes (``import tag2text``
+        does it) the directory also gets the remote-code payload, ``auto_map`` for AutoModel and
+        AutoModelForImageTextToText, and the image-to-text pipeline under ``custom_pipelines``."""
+        if self._auto_class is not None:
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.setdefault("AutoConfig", "configuration_tag2text.Tag2TextConfig")
+            auto_map["AutoModel"] = "modeling_tag2text.Tag2TextModel"
+            if isinstance(self, GenerationMixin):
+                auto_map["AutoModelForImageTextToText"] = "modeling_tag2text.Tag2TextForCaptioning"
+                self.config.custom_pipelines = {
+                    "image-to-text": {
+                        "impl": "pipeline_tag2text.Tag2TextCaptionPipeline",
+                        "pt": ["AutoModelForImageTextToText"],
+                        "tf": [],
+                        "type": "multimodal",
+                    }
+                }
+            self.config.auto_map = auto_map
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None and isinstance(self, GenerationMixin):
+            source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_tag2text.py")
+            shutil.copyfile(source, os.path.join(os.fspath(save_directory), "pipeline_tag2text.py"))
+
+    def _init_weights(self, module):
+        std = self.config.text_config.initializer_range
+        if isinstance(module, Tag2TextLabelEmbedding):
+            # Released initialisation of the label queries: nn.Embedding's default N(0, 1).
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, Tag2TextTaggingHead):
+            # GroupWiseLinear (Query2Label) initialisation: U(-1/sqrt(d), 1/sqrt(d)).
+            bound = 1.0 / math.sqrt(module.classifier_weight.shape[1])
+            init.uniform_(module.classifier_weight, -bound, bound)
+            init.uniform_(module.classifier_bias, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, Tag2TextTemperature):
+            init.constant_(module.logit_temperature, self.config.itc_temperature)
+        elif isinstance(module, Tag2TextLMPredictionHead):
+            init.zeros_(module.bias)
+
+
+def _vision_tower(config: Tag2TextConfig) -> nn.Module:
+    if config.vision_config.model_type == "swin":
+        return SwinModel(config.vision_config, add_pooling_layer=True)
+    return ViTModel(config.vision_config, add_pooling_layer=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tag2TextModel
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Tag2TextModel(Tag2TextPreTrainedModel):
+    """Vision tower, tag recognition head, image-tag interaction encoder, ITC projections and ITM head."""
+
+    def __init__(self, config: Tag2TextConfig):
+        super().__init__(config)
+        self._build_encoder_side(config)
+        self.post_init()
+
+    def _build_encoder_side(self, config: Tag2TextConfig):
+        text_hidden = config.text_config.hidden_size
+        self.vision_model = _vision_tower(config)
+        self.text_encoder = Tag2TextTextModel(config.text_config, cross_attention_width=config.vision_hidden_size)
+        self.tagging_head = Tag2TextTaggingHead(config)
+        self.vision_proj = nn.Linear(config.vision_hidden_size, config.image_text_hidden_size)
+        self.text_proj = nn.Linear(text_hidden, config.image_text_hidden_size)
+        self.itm_head = nn.Linear(text_hidden, 2)
+        self.alignment = Tag2TextTemperature(config.itc_temperature)
+
+    # -- embeddings --------------------------------------------------------------------------------------------
+
+    def get_input_embeddings(self):
+        return self.text_encoder.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.text_encoder.embeddings.word_embeddings = value
+
+    def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
+        """Visual tokens (batch, 1 + patches, width). Swin: the mean-pooled token, then the patch tokens."""
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        if pixel_values.dim() != 4:
+            raise ValueError(f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}")
+        pixel_values = pixel_values.to(self.vision_model.dtype)
+        if self.config.vision_config.model_type == "swin":
+            outputs = self.vision_model(pixel_values=pixel_values, return_dict=True)
+            return torch.cat([outputs.pooler_output.unsqueeze(1), outputs.last_hidden_state], dim=1)
+        return self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
+
+    # -- tagging -----------------------------------------------------------------------------------------------
+
+    def get_tag_logits(self, image_embeds: torch.FloatTensor) -> torch.FloatTensor:
+        """Tag recognition logits (batch, num_tags) from visual tokens."""
+        queries = self.tagging_head.label_embed.weight.unsqueeze(0).expand(image_embeds.shape[0], -1, -1)
+        hidden, _, _, _ = self.text_encoder.encoder(
+            queries,
+            None,
+            image_embeds,
+            mode="tagging",
+            num_heads=self.config.tagging_config.num_attention_heads,
+            num_layers=self.config.tagging_config.num_hidden_layers,
+        )
+        return self.tagging_head(hidden)
+
+    def _thresholds(self, threshold, device) -> torch.Tensor:
+        if threshold is None:
+            return torch.tensor(self.config.threshold_list(), device=device)
+        if isinstance(threshold, (int, float)):
+            if not 0.0 <= float(threshold) <= 1.0:
+                raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            return torch.full((self.config.num_tags,), float(threshold), device=device)
+        values = torch.as_tensor(threshold, dtype=torch.float32, device=device)
+        if values.shape != (self.config.num_tags,):
+            raise ValueError(f"threshold must be a float or {self.config.num_tags} values, got shape {tuple(values.shape)}")
+        return values
+
+    def select_tags(self, tag_logits, threshold=None, exclude_caption_excluded: bool = True) -> list[list[int]]:
+        """Class indices whose probability is strictly above the threshold, per image, in index order."""
+        probs = torch.sigmoid(tag_logits.float())
+        fired = probs > self._thresholds(threshold, probs.device)
+        if exclude_caption_excluded and self.config.caption_excluded_tag_ids:
+            fired[:, self.config.caption_excluded_tag_ids] = False
+        return [torch.nonzero(row).flatten().tolist() for row in fired]
+
+    @torch.no_grad()
+    def tag(self, pixel_values, threshold=None, include_excluded: bool = False) -> list[Tag2TextTagOutput]:
+        """Tags per image above the per-class thresholds (or ``threshold``), without running the decoder.
+
+        Args:
+            pixel_values: (batch, 3, H, W) from the processor.
+            threshold: a float for every class, a sequence of per-class values, or None for the config's.
+            include_excluded: also report the tags that captioning leaves out (``caption_excluded_tag_ids``).
+        """
+        logits = self.get_tag_logits(self.get_image_embeddings(pixel_values))
+        probs = torch.sigmoid(logits.float())
+        results = []
+        for row, ids in zip(probs, self.select_tags(logits, threshold, not include_excluded)):
+            results.append(
+                Tag2TextTagOutput(
+                    tags=[self.config.tag_names[i] for i in ids], tag_ids=ids, scores=[float(row[i]) for i in ids]
+                )
+            )
+        return results
+
+    # -- tag text ----------------------------------------------------------------------------------------------
+
+    def _require_token_ids(self):
+        if self.config.tag_token_ids is None or self.config.tag_separator_token_ids is None:
+            raise ValueError(
+                "config.tag_token_ids is not set, so predicted tags cannot be turned into text. Call "
+                "model.config.set_tag_vocabulary(tokenizer=processor.tokenizer) once (the converter and the "
+                "trainer do this), or pass tag_input_ids from the processor."
+            )
+
+    def build_tag_input_ids(self, tag_ids_per_image: list[list[int]], device=None):
+        """Token ids of the tag text ``[ENC] t1 | t2 ... [SEP]`` padded to ``max_tag_length``, as the original
+        tokenizes ``" | ".join(tags)`` with truncation, then puts ``[ENC]`` in place of ``[CLS]``."""
+        self._require_token_ids()
+        text = self.config.text_config
+        length = self.config.max_tag_length
+        rows, masks = [], []
+        for ids in tag_ids_per_image:
+            tokens = []
+            for position, index in enumerate(ids):
+                if position:
+                    tokens.extend(self.config.tag_separator_token_ids)
+                tokens.extend(self.config.tag_token_ids[index])
+            tokens = [text.enc_token_id] + tokens[: length - 2] + [text.sep_token_id]
+            masks.append([1] * len(tokens) + [0] * (length - len(tokens)))
+            rows.append(tokens + [text.pad_token_id] * (length - len(tokens)))
+        device = device if device is not None else self.device
+        return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(masks, dtype=torch.long, device=device)
+
+    def parse_tags(self, tags, batch_size: int) -> list[list[str]]:
+        """Normalise user tags to a list of names per image.
+
+        Accepts one ``" | "``-joined string (one image), a list with one entry per image (each a string or a
+        list of names), or, for a single image, a flat list of names.
+        """
+        if isinstance(tags, str):
+            tags = [tags]
+        tags = list(tags)
+        if batch_size == 1 and len(tags) > 1 and all(isinstance(t, str) for t in tags):
+            tags = [tags]
+        if len(tags) != batch_size:
+            raise ValueError(f"tags has {len(tags)} entries but there are {batch_size} images")
+        separator = self.config.tag_separator.strip()
+        names_per_image = []
+        for item in tags:
+            if isinstance(item, str):
+                names = [n.strip() for n in item.split(separator)] if separator else item.split()
+            elif isinstance(item, (list, tuple)):
+                names = [str(n).strip() for n in item]
+            else:
+                raise TypeError(f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
+            names_per_image.append([n for n in names if n])
+        return names_per_image
+
+    def resolve_tags(self, tags, batch_size: int, tokenizer=None, device=None):
+        """Tag input ids for user-given tags (see :meth:`parse_tags`). Returns (ids, mask, names, tag_ids)."""
+        names_per_image = self.parse_tags(tags, batch_size)
+        index_of = {}
+        for index, name in enumerate(self.config.tag_names):
+            index_of.setdefault(name, index)
+        unknown = sorted({n for names in names_per_image for n in names if n not in index_of})
+        known_ids = None if unknown else [[index_of[n] for n in names] for names in names_per_image]
+        if known_ids is not None and self.config.tag_token_ids is not None:
+            ids, mask = self.build_tag_input_ids(known_ids, device)
+            return ids, mask, names_per_image, known_ids
+        if tokenizer is None:
+            raise ValueError(
+                f"tags {unknown[:10]} are not in the model's tag list; pass tokenizer=processor.tokenizer (or "
+                "tag_input_ids from the processor) so that free-form tags can be tokenized"
+            )
+        texts = [self.config.tag_separator.join(names) for names in names_per_image]
+        encoded = tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.config.max_tag_length, return_tensors="pt"
+        )
+        input_ids = encoded["input_ids"].clone()
+        input_ids[:, 0] = self.config.text_config.enc_token_id
+        device = device if device is not None else self.device
+        return input_ids.to(device), encoded["attention_mask"].to(device), names_per_image, known_ids
+
+    # -- interaction encoder, ITC, ITM ---------------------------------------------------------------------------
+
+    def encode_tags(self, tag_input_ids, tag_attention_mask, image_embeds, output_attentions=False,
+                    output_hidden_states=False):
+        """Image-tag interaction encoder: bidirectional self-attention over the tag text, cross-attention to
+        the visual tokens. Returns (last_hidden_state, hidden_states, attentions, cross_attentions)."""
+        return self.text_encoder(
+            tag_input_ids,
+            tag_attention_mask,
+            image_embeds,
+            mode="multimodal",
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+
+    def get_image_features(self, pixel_values=None, image_embeds=None) -> torch.FloatTensor:
+        """L2-normalised ITC image features (batch, image_text_hidden_size) from the pooled visual token."""
+        if image_embeds is None:
+            image_embeds = self.get_image_embeddings(pixel_values)
+        return nn.functional.normalize(self.vision_proj(image_embeds[:, 0, :]), dim=-1)
+
+    def get_text_features(self, input_ids, attention_mask=None) -> torch.FloatTensor:
+        """L2-normalised ITC text features from the encoder run as a text-only encoder ([CLS] token)."""
+        hidden, _, _, _ = self.text_encoder(input_ids, attention_mask, mode="text")
+        return nn.functional.normalize(self.text_proj(hidden[:, 0, :]), dim=-1)
+
+    def get_itm_logits(self, input_ids, attention_mask, image_embeds) -> torch.FloatTensor:
+        """Image-text matching logits (batch, 2) from the encoder run with cross-attention; input_ids should
+        start with ``[ENC]``."""
+        hidden, _, _, _ = self.text_encoder(input_ids, attention_mask, image_embeds, mode="multimodal")
+        return self.itm_head(hidden[:, 0, :])
+
+    @property
+    def logit_temperature(self):
+        return self.alignment.temperature
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        tag_input_ids: torch.LongTensor | None = None,
+        tag_attention_mask: torch.LongTensor | None = None,
+        tag_labels: torch.Tensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        """Tag logits for the images and, when ``tag_input_ids`` are given, the interaction-encoder states.
+
+        ``tag_labels`` (batch, num_tags) multi-hot targets give the tagging loss.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if image_embeds is None:
+            image_embeds = self.get_image_embeddings(pixel_values)
+        tag_logits = self.get_tag_logits(image_embeds)
+        loss = self.tagging_loss(tag_logits, tag_labels) if tag_labels is not None else None
+        hidden = all_hidden = attentions = cross = None
+        if tag_input_ids is not None:
+            hidden, all_hidden, attentions, cross = self.encode_tags(
+                tag_input_ids, tag_attention_mask, image_embeds, bool(output_attentions), bool(output_hidden_states)
+            )
+        output = Tag2TextModelOutput(
+            loss=loss,
+            tag_logits=tag_logits,
+            image_embeds=image_embeds,
+            text_encoder_last_hidden_state=hidden,
+            hidden_states=all_hidden,
+            attentions=attentions,
+            cross_attentions=cross,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def tagging_loss(self, tag_logits, tag_labels):
+        cfg = self.config.tagging_config
+        if tag_labels.shape != tag_logits.shape:
+            raise ValueError(f"tag_labels must have shape {tuple(tag_logits.shape)}, got {tuple(tag_labels.shape)}")
+        return asymmetric_loss(tag_logits, tag_labels, cfg.asl_gamma_neg, cfg.asl_gamma_pos, cfg.asl_clip, cfg.asl_eps)
+
+
+class Tag2TextTemperature(nn.Module):
+    """Learnable ITC temperature, clamped to [0.001, 0.5] when read (as BLIP does)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.logit_temperature = nn.Parameter(torch.tensor(float(value)))
+
+    @property
+    def temperature(self):
+        return self.logit_temperature.clamp(0.001, 0.5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tag2TextForCaptioning
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
+    """Tag2Text with the text decoder: tags an image, encodes the tags with the image, and writes a caption."""
+
+    _tied_weights_keys = {
+        "text_decoder.cls.predictions.decoder.weight": "text_decoder.bert.embeddings.word_embeddings.weight",
+    }
+    _keys_to_ignore_on_load_unexpected = None
+
+    def __init__(self, config: Tag2TextConfig):
+        Tag2TextPreTrainedModel.__init__(self, config)
+        self._build_encoder_side(config)
+        self.text_decoder = Tag2TextTextDecoder(config.text_config)
+        self.post_init()
+        if getattr(self, "generation_config", None) is not None:
+            # Released decoding defaults (beam 3; lengths count the 4 prompt tokens, as in the original).
+            self.generation_config.num_beams = 3
+            self.generation_config.max_length = 30
+            self.generation_config.min_length = 10
+
+    def get_output_embeddings(self):
+        return self.text_decoder.cls.predictions.decoder
+
+    def set_output_embeddings(self, value):
+        self.text_decoder.cls.predictions.decoder = value
+
+    def get_decoder_input_embeddings(self):
+        return self.text_decoder.bert.embeddings.word_embeddings
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """Resize the vocabulary of both the interaction encoder and the decoder (and the LM bias)."""
+        encoder_embeddings = self.text_encoder.embeddings.word_embeddings
+        decoder_embeddings = self.text_decoder.bert.embeddings.word_embeddings
+        new_encoder = self._get_resized_embeddings(encoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
+        new_decoder = self._get_resized_embeddings(decoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.text_encoder.embeddings.word_embeddings = new_encoder
+        self.text_decoder.bert.embeddings.word_embeddings = new_decoder
+        head = self.text_decoder.cls.predictions
+        old_bias = head.bias.data
+        size = new_decoder.weight.shape[0]
+        bias = torch.zeros(size, dtype=old_bias.dtype, device=old_bias.device)
+        bias[: min(size, old_bias.shape[0])] = old_bias[:size]
+        head.bias = nn.Parameter(bias)
+        head.decoder = nn.Linear(new_decoder.weight.shape[1], size, bias=False, device=old_bias.device,
+                                 dtype=new_decoder.weight.dtype)
+        self.config.text_config.vocab_size = size
+        self.tie_weights()
+        return new_decoder
+
+    def _prompt_input_ids(self, batch_size: int, device):
+        prompt_ids = getattr(self.config, "prompt_token_ids", None)
+        if prompt_ids is None:
+            raise ValueError(
+                "config.prompt_token_ids is not set; call model.config.set_tag_vocabulary(tokenizer=...) or pass "
+                "input_ids from the processor"
+            )
+        ids = [self.config.text_config.bos_token_id] + list(prompt_ids)
+        return torch.tensor([ids] * batch_size, dtype=torch.long, device=device)
+
+    def decode_text(
+        self,
+        input_ids,
+        encoder_hidden_states,
+        attention_mask=None,
+        position_ids=None,
+        cache=None,
+        labels=None,
+        output_attentions=False,
+        output_hidden_states=False,
+    ):
+        logits, all_hidden, self_attn, cross_attn = self.text_decoder(
+            input_ids,
+            attention_mask,
+            encoder_hidden_states,
+            position_ids=position_ids,
+            cache=cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        loss = None
+        if labels is not None:
+            loss = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing)
+        return loss, logits, all_hidden, self_attn, cross_attn
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        tag_input_ids: torch.LongTensor | None = None,
+        tag_attention_mask: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        tag_labels: torch.Tensor | None = None,
+        encoder_hidden_states: torch.FloatTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        """Teacher-forced captioning (training) or one decoding step (generation).
+
+        Training: ``pixel_values``, caption ``input_ids`` starting with ``[DEC]``, ``tag_input_ids`` (starting
+        with ``[ENC]``), ``labels`` (-100 on prompt and padding) and optionally multi-hot ``tag_labels``.
+        When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
+        ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if cache is None:
+            cache = kwargs.pop("past_key_values", None)
+        image_embeds = tag_logits = None
+        loss_tag = None
+        if encoder_hidden_states is None:
+            image_embeds = self.get_image_embeddings(pixel_values)
+            tag_logits = self.get_tag_logits(image_embeds)
+            if tag_labels is not None:
+                loss_tag = self.tagging_loss(tag_logits, tag_labels)
+            if tag_input_ids is None:
+                tag_input_ids, tag_attention_mask = self.build_tag_input_ids(
+                    self.select_tags(tag_logits.detach()), device=image_embeds.device
+                )
+            encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
+        if input_ids is None:
+            input_ids = self._prompt_input_ids(encoder_hidden_states.shape[0], encoder_hidden_states.device)
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+        loss_lm, logits, all_hidden, self_attn, cross_attn = self.decode_text(
+            input_ids,
+            encoder_hidden_states,
+            attention_mask,
+            position_ids,
+            cache,
+            labels,
+            bool(output_attentions),
+            bool(output_hidden_states),
+        )
+        losses = [value for value in (loss_lm, loss_tag) if value is not None]
+        output = Tag2TextForCaptioningOutput(
+            loss=sum(losses) if losses else None,
+            loss_lm=loss_lm,
+            loss_tag=loss_tag,
+            logits=logits,
+            tag_logits=tag_logits,
+            image_embeds=image_embeds,
+            text_encoder_last_hidden_state=encoder_hidden_states,
+            cache=cache,
+            decoder_hidden_states=all_hidden,
+            decoder_attentions=self_attn,
+            cross_attentions=cross_attn,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # -- generation --------------------------------------------------------------------------------------------
+
+    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, attention_mask=None,
+                                      encoder_hidden_states=None, **kwargs):
+        cache = cache if cache is not None else past_key_values
+        past_length = cache.get_seq_length() if cache is not None else 0
+        position_ids = None
+        if attention_mask is not None:
+            # Positions count real tokens only, so a left-padded prompt decodes like an unpadded one.
+            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            position_ids = position_ids[:, past_length:]
+        return {
+            "input_ids": input_ids[:, past_length:],
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "encoder_hidden_states": encoder_hidden_states,
+            "cache": cache,
+            "use_cache": kwargs.get("use_cache"),
+        }
+
+    def _prepare_prompt(self, input_ids, attention_mask, batch_size, device):
+        """Left-pad the caller's prompts (dropping a trailing [SEP] the processor adds for training)."""
+        if input_ids is None:
+            ids = self._prompt_input_ids(batch_size, device)
+            return ids, torch.ones_like(ids)
+        if input_ids.shape[0] != batch_size:
+            raise ValueError(f"input_ids has {input_ids.shape[0]} rows but there are {batch_size} images")
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        text = self.config.text_config
+        rows = []
+        for row, row_mask in zip(input_ids.tolist(), mask.tolist()):
+            tokens = [t for t, m in zip(row, row_mask) if m]
+            while tokens and tokens[-1] in (text.sep_token_id, text.pad_token_id):
+                tokens.pop()
+            if not tokens or tokens[0] != text.bos_token_id:
+                tokens = [text.bos_token_id] + tokens
+            rows.append(tokens)
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[text.pad_token_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
+        new_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
+        return ids, new_mask
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        tags=None,
+        tag_input_ids: torch.LongTensor | None = None,
+        tag_attention_mask: torch.LongTensor | None = None,
+        tag_threshold=None,
+        tokenizer=None,
+        **generate_kwargs,
+    ):
+        """Tag the images, encode the tags with the image once per image, then decode a caption.
+
+        Args:
+            pixel_values: (batch, 3, H, W) images from the processor.
+            input_ids / attention_mask: optional decoder prompts from the processor (default: ``[DEC]`` +
+                ``config.prompt``).
+            tags: steer the caption with given tags instead of the predicted ones: per image a list of
+                names or one ``" | "``-joined string (a single string for a batch of one).
+            tag_input_ids / tag_attention_mask: already tokenized tag text (``[ENC]`` first), e.g. from the
+                processor; takes precedence over ``tags``.
+            tag_threshold: a float or per-class values overriding the config's thresholds.
+            tokenizer: needed only for ``tags`` that are not in the model's tag list.
+            **generate_kwargs: anything ``GenerationMixin.generate`` takes (num_beams, max_new_tokens,
+                do_sample, top_p, repetition_penalty, return_dict_in_generate, ...).
+
+        Returns:
+            token ids (batch * num_return_sequences, length) including the prompt, or with
+            ``return_dict_in_generate=True`` the generate output plus ``tags`` (names per image), ``tag_ids``
+            and ``tag_logits``.
+        """
+        if pixel_values is None and generate_kwargs.get("image_embeds") is None:
+            raise ValueError("generate needs pixel_values")
+        image_embeds = generate_kwargs.pop("image_embeds", None)
+        if image_embeds is None:
+            image_embeds = self.get_image_embeddings(pixel_values)
+        batch_size, device = image_embeds.shape[0], image_embeds.device
+        tag_logits = None
+        used_tag_ids = used_tag_names = None
+        if tag_input_ids is None:
+            if tags is None:
+                tag_logits = self.get_tag_logits(image_embeds)
+                used_tag_ids = self.select_tags(tag_logits, tag_threshold)
+                used_tag_names = [[self.config.tag_names[i] for i in ids] for ids in used_tag_ids]
+                tag_input_ids, tag_attention_mask = self.build_tag_input_ids(used_tag_ids, device)
+            else:
+                tag_input_ids, tag_attention_mask, used_tag_names, used_tag_ids = self.resolve_tags(
+                    tags, batch_size, tokenizer, device
+                )
+        elif tag_attention_mask is None:
+            tag_attention_mask = (tag_input_ids != self.config.text_config.pad_token_id).long()
+        encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
+
+        prompt_ids, prompt_mask = self._prepare_prompt(input_ids, attention_mask, batch_size, device)
+        text = self.config.text_config
+        generate_kwargs.setdefault("eos_token_id", text.sep_token_id)
+        generate_kwargs.setdefault("pad_token_id", text.pad_token_id)
+        generate_kwargs.setdefault("bos_token_id", text.bos_token_id)
+        if generate_kwargs.get("use_cache", True) and "cache" not in generate_kwargs:
+            generate_kwargs["cache"] = EncoderDecoderCache(
+                DynamicCache(config=self.config.text_config), DynamicCache(config=self.config.text_config)
+            )
+        outputs = GenerationMixin.generate(
+            self,
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            **generate_kwargs,
+        )
+        if isinstance(outputs, ModelOutput):
+            outputs["tags"] = used_tag_names
+            outputs["tag_ids"] = used_tag_ids
+            outputs["tag_logits"] = tag_logits
+        return outputs

@@ -1,0 +1,102 @@
+"""Image captioning pipeline for Tag2Text: an image in, ``[{"generated_text": caption, "tags": [...]}]`` out.
+
+transformers 5 removed the "image-to-text" task and redirects it to "image-text-to-text", which refuses an
+image without text. Model directories therefore declare this class under ``custom_pipelines`` in config.json,
+so ``pipeline("image-to-text", model=DIR, trust_remote_code=True)`` builds it (custom tasks are looked up
+before the redirect).
+
+Part of the Hub payload: imports only transformers.
+"""
+
+from __future__ import annotations
+
+from transformers import Pipeline
+
+TASK = "image-to-text"
+PIPELINE_IMPL = "pipeline_tag2text.Tag2TextCaptionPipeline"
+
+_GENERATE_ARGS = (
+    "max_new_tokens",
+    "max_length",
+    "min_length",
+    "min_new_tokens",
+    "num_beams",
+    "do_sample",
+    "top_p",
+    "top_k",
+    "temperature",
+    "repetition_penalty",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "num_return_sequences",
+)
+
+
+class Tag2TextCaptionPipeline(Pipeline):
+    """Tag and caption images.
+
+    Call arguments: ``tags`` (steer the caption: a list of names or a ``" | "`` string, per image),
+    ``threshold`` (tagging threshold override), ``generate_kwargs`` (a dict), and the usual generation
+    arguments directly (``num_beams``, ``max_new_tokens``, ``do_sample`` ...).
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, tags=None, threshold=None, generate_kwargs=None, timeout=None, **kwargs):
+        preprocess = {}
+        forward = {"generate_kwargs": dict(generate_kwargs or {})}
+        if tags is not None:
+            preprocess["tags"] = tags
+        if threshold is not None:
+            forward["threshold"] = threshold
+        for name in list(kwargs):
+            if name in _GENERATE_ARGS:
+                forward["generate_kwargs"][name] = kwargs.pop(name)
+        if kwargs:
+            raise TypeError(f"unexpected arguments for the Tag2Text captioning pipeline: {sorted(kwargs)}")
+        return preprocess, forward, {}
+
+    def preprocess(self, image, tags=None):
+        inputs = self.processor(images=image, return_tensors="pt")
+        inputs = {"pixel_values": inputs["pixel_values"].to(self.dtype or inputs["pixel_values"].dtype)}
+        if tags is not None:
+            inputs["tags"] = [tags] if not isinstance(tags, (list, tuple)) or all(isinstance(t, str) for t in tags) else tags
+        return inputs
+
+    def _forward(self, model_inputs, generate_kwargs=None, threshold=None):
+        tags = model_inputs.pop("tags", None)
+        outputs = self.model.generate(
+            model_inputs["pixel_values"],
+            tags=tags,
+            tag_threshold=threshold,
+            tokenizer=self.processor.tokenizer,
+            return_dict_in_generate=True,
+            **(generate_kwargs or {}),
+        )
+        return {"sequences": outputs.sequences, "tags": outputs["tags"]}
+
+    def postprocess(self, model_outputs):
+        captions = self.processor.decode_captions(model_outputs["sequences"])
+        tags = model_outputs["tags"][0] if model_outputs["tags"] else []
+        return [{"generated_text": caption, "tags": list(tags)} for caption in captions]
+
+
+def register_pipeline() -> None:
+    """Register the pipeline under a task name of its own for in-process use (``"tag2text-captioning"``).
+
+    ``"image-to-text"`` itself cannot be registered in-process: transformers redirects it before the registry
+    is consulted; model directories reach this class through ``custom_pipelines`` instead.
+    """
+    from transformers import AutoModelForImageTextToText
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    if "tag2text-captioning" not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            "tag2text-captioning",
+            pipeline_class=Tag2TextCaptionPipeline,
+            pt_model=AutoModelForImageTextToText,
+            type="multimodal",
+        )
