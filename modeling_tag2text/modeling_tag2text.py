@@ -515,10 +515,11 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         self.text_decoder = Tag2TextTextDecoder(config.text_config)
         self.post_init()
         if getattr(self, "generation_config", None) is not None:
-            # Released decoding defaults (beam 3; lengths count the 4 prompt tokens, as in the original).
+            # Released decoding defaults: beam 3, max_length 30 and min_length 10 counting the 4 prompt tokens,
+            # i.e. 26 and 6 new tokens after the default prompt.
             self.generation_config.num_beams = 3
-            self.generation_config.max_length = 30
-            self.generation_config.min_length = 10
+            self.generation_config.max_new_tokens = 26
+            self.generation_config.min_new_tokens = 6
 
     def get_output_embeddings(self):
         return self.text_decoder.cls.predictions.decoder
@@ -753,6 +754,11 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
 
         prompt_ids, prompt_mask = self._prepare_prompt(input_ids, attention_mask, batch_size, device)
         text = self.config.text_config
+        # A caller's max_length/min_length replaces the default new-token counts instead of being overridden.
+        if generate_kwargs.get("max_length") is not None:
+            generate_kwargs.setdefault("max_new_tokens", None)
+        if generate_kwargs.get("min_length") is not None:
+            generate_kwargs.setdefault("min_new_tokens", None)
         generate_kwargs.setdefault("eos_token_id", text.sep_token_id)
         generate_kwargs.setdefault("pad_token_id", text.pad_token_id)
         generate_kwargs.setdefault("bos_token_id", text.bos_token_id)

@@ -16,8 +16,7 @@ with its default options only are modelled; options the toolkit never sets are n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 __all__ = ["ptb_tokenize_lines"]
 
@@ -236,8 +235,7 @@ def _newline(text: str):
     return NEWLINE_TOKEN, len(text)
 
 
-@dataclass
-class _Rule:
+class _Rule(NamedTuple):
     patterns: list  # compiled alternatives; group "m" is the token part, the rest trailing context
     action: Callable[[str], tuple]
 
