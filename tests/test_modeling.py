@@ -248,7 +248,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, pro
     model = tiny_factory.make_model(config).train()
     batch = _inputs(processor, model)
     loss_a, grads_a = _train_step(model, batch)
-    model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
     layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
     assert layers and all(m.gradient_checkpointing for m in layers)
     loss_b, grads_b = _train_step(model, batch)
