@@ -143,13 +143,12 @@ class Tag2TextImageProcessor(BaseImageProcessor):
         """RGB PIL images from one input or a list of inputs (paths, PIL images, arrays, tensors)."""
         if images is None:
             raise ImageInputError("images is None")
-        if isinstance(images, (str, os.PathLike, Image.Image)) or (
-            hasattr(images, "ndim") and images.ndim in (2, 3)
-        ):
-            images = [images]
-        elif hasattr(images, "ndim") and images.ndim == 4:
+        if isinstance(images, (list, tuple)):
             images = list(images)
-        images = list(images)
+        elif getattr(images, "ndim", None) == 4:
+            images = list(images)
+        else:
+            images = [images]
         if not images:
             raise ImageInputError("no images were given")
         return [to_rgb_image(item, index) for index, item in enumerate(images)]
