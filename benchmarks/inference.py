@@ -1,0 +1,133 @@
+"""Inference speed and memory: Tag2Text (tagging + captioning) against BLIP-base captioning, same run.
+
+Both models have random weights at their released sizes (Tag2Text: Swin-B 384, 3,429 tags, 12-layer encoder
+and decoder; BLIP: ViT-B/16 384, BERT-base decoder), see the same 384 px images and generate exactly the same
+number of tokens (beam 3, min_length = max_length = 30). Each configuration runs in a fresh process so that
+peak resident memory (VmHWM) belongs to it alone.
+
+    python benchmarks/inference.py [--batch-sizes 1 8] [--dtypes float32 bfloat16] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _build(name):
+    import torch
+
+    torch.manual_seed(0)
+    if name == "tag2text":
+        from tag2text import Tag2TextForCaptioning, preset_config
+
+        config = preset_config("tag2text-swin-b-384")
+        # Token ids of the real tokenizer's layout ([DEC]=30522, [ENC]=30523, '|'=1064, 'a picture of').
+        config.tag_token_ids = [[2000 + (i % 20000)] for i in range(config.num_tags)]
+        config.tag_separator_token_ids = [1064]
+        config.prompt_token_ids = [1037, 3861, 1997]
+        model = Tag2TextForCaptioning(config).eval()
+        with torch.no_grad():
+            # spread tag probabilities so that some tags fire, as with trained weights
+            model.tagging_head.classifier_bias.copy_(torch.linspace(-4, 4, config.num_tags))
+        return model
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    config = BlipConfig(vision_config={"image_size": 384, "patch_size": 16}, text_config={"vocab_size": 30524})
+    return BlipForConditionalGeneration(config).eval()
+
+
+def _run_one(name, batch_size, dtype, repeats):
+    import torch
+
+    model = _build(name)
+    pixel_values = torch.randn(batch_size, 3, 384, 384)
+    kwargs = dict(num_beams=3, max_length=30, min_length=30)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    times = []
+    tags = None
+    with torch.no_grad(), autocast:
+        model.generate(pixel_values=pixel_values[:1], num_beams=1, max_length=6, min_length=6)  # warm-up
+        _reset_peak()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = model.generate(pixel_values=pixel_values, **kwargs)
+            times.append(time.perf_counter() - start)
+        if name == "tag2text":
+            logits = model.get_tag_logits(model.get_image_embeddings(pixel_values)).float()
+            tags = torch.sigmoid(logits).tolist()
+    tokens = int(out.shape[1])
+    return {"seconds_per_image": min(times) / batch_size, "peak_rss_mb": _peak_rss_mb(), "tokens": tokens,
+            "tag_probs": tags}
+
+
+def _spawn(name, batch_size, dtype, repeats):
+    code = (
+        "import json, sys; sys.path.insert(0, %r); import inference as b; "
+        "print(json.dumps(b._run_one(%r, %d, %r, %d)))" % (sys.path[0], name, batch_size, dtype, repeats)
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} batch {batch_size} {dtype} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    for dtype in args.dtypes:
+        for batch_size in args.batch_sizes:
+            t2t = _spawn("tag2text", batch_size, dtype, args.repeats)
+            blip = _spawn("blip", batch_size, dtype, args.repeats)
+            rows.append((dtype, batch_size, t2t, blip))
+    header = f"{'dtype':9} {'batch':>5} {'tag2text s/img':>15} {'blip s/img':>11} {'ratio':>6} " \
+             f"{'tag2text MB':>12} {'blip MB':>8} {'tokens':>7}"
+    print(header)
+    print("-" * len(header))
+    for dtype, batch_size, t2t, blip in rows:
+        ratio = t2t["seconds_per_image"] / blip["seconds_per_image"]
+        print(f"{dtype:9} {batch_size:>5} {t2t['seconds_per_image']:>15.3f} {blip['seconds_per_image']:>11.3f} "
+              f"{ratio:>6.2f} {t2t['peak_rss_mb']:>12.0f} {blip['peak_rss_mb']:>8.0f} "
+              f"{t2t['tokens']}/{blip['tokens']:>3}")
+    fp32 = {b: t for d, b, t, _ in rows if d == "float32"}
+    for dtype, batch_size, t2t, _ in rows:
+        if dtype != "bfloat16" or batch_size not in fp32:
+            continue
+        import numpy as np
+
+        a, b = np.array(fp32[batch_size]["tag_probs"]), np.array(t2t["tag_probs"])
+        at_threshold = ((a > 0.68) == (b > 0.68)).mean()
+        median = np.median(a, axis=1, keepdims=True)
+        at_median = ((a > median) == (b > median)).mean()
+        print(f"bf16 vs fp32 tag decisions, batch {batch_size}: {at_threshold:.4%} agree at 0.68 "
+              f"({(a > 0.68).mean():.1%} positive), {at_median:.4%} at each image's median probability")
+
+
+if __name__ == "__main__":
+    main()
