@@ -16,6 +16,7 @@ with its default options only are modelled; options the toolkit never sets are n
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Callable, NamedTuple, Sequence
 
 __all__ = ["ptb_tokenize_lines"]
@@ -219,7 +220,8 @@ def _hyphens(text: str):
 
 
 def _no_soft_hyphen(text: str) -> str:
-    return text.replace("\u00ad", "")
+    # Soft hyphens only mark possible line breaks; a token made of nothing else becomes "-".
+    return text.replace("\u00ad", "") or "-"
 
 
 def _currency(text: str) -> str:
@@ -487,6 +489,50 @@ def _scan(text: str) -> list[str]:
     return tokens
 
 
+def _sigma_passes(c: str) -> bool:
+    """Whether Java's final-sigma test looks through ``c`` for a cased letter (measured on JDK 17)."""
+    if c in "'\".":
+        return True
+    if "\u3040" <= c <= "\u30ff" or "\u3400" <= c <= "\u9fff" or "\uf900" <= c <= "\ufaff":
+        return False  # ideographs and kana are words of their own
+    return unicodedata.category(c) in _SIGMA_PASS_CATEGORIES
+
+
+_SIGMA_PASS_CATEGORIES = {"Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Nd", "Nl", "No", "Pd", "Pc", "Cf"}
+
+
+def _java_lower(token: str) -> str:
+    """Lower-case as Java's ``String.toLowerCase(Locale.ENGLISH)`` does.
+
+    Python and Java differ only in choosing between the two small sigmas for a capital sigma:
+    Java looks past digits, dashes, apostrophes and a few other characters for a cased letter
+    on either side, Python only past case-ignorable ones.
+    """
+    if "\u03a3" not in token:
+        return token.lower()
+    out = []
+    n = len(token)
+    for i, c in enumerate(token):
+        if c != "\u03a3":
+            out.append(c.lower())
+            continue
+        cased_before = cased_after = False
+        j = i - 1
+        while j >= 0 and _sigma_passes(token[j]):
+            if token[j].isupper() or token[j].islower():
+                cased_before = True
+                break
+            j -= 1
+        k = i + 1
+        while k < n and _sigma_passes(token[k]):
+            if token[k].isupper() or token[k].islower():
+                cased_after = True
+                break
+            k += 1
+        out.append("\u03c2" if cased_before and not cased_after else "\u03c3")
+    return "".join(out)
+
+
 def ptb_tokenize_lines(lines: Sequence[str]) -> list[str]:
     """Tokenize captions as ``PTBTokenizer -preserveLines -lowerCase`` does, one output line per input.
 
@@ -503,7 +549,7 @@ def ptb_tokenize_lines(lines: Sequence[str]) -> list[str]:
             out.append(" ".join(current))
             current = []
         else:
-            current.append(token.lower())
+            current.append(_java_lower(token))
     out.append(" ".join(current))
     if len(out) != len(lines):
         raise RuntimeError(f"tokenizer produced {len(out)} lines for {len(lines)} captions")

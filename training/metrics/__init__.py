@@ -1,0 +1,1 @@
+"""Evaluation metrics computed the way the reference tools compute them (placeholder)."""
