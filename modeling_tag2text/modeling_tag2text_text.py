@@ -150,10 +150,13 @@ class Tag2TextAttentionProjections(nn.Module):
         return output, (weights if output_attentions else None)
 
 
-class Tag2TextSelfOutput(nn.Module):
-    def __init__(self, config):
+class Tag2TextResidualOutput(nn.Module):
+    """Post-LN residual block end: LayerNorm(dropout(dense(x)) + residual). ``attention.output`` and
+    ``output`` in the original layout."""
+
+    def __init__(self, config, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -165,7 +168,7 @@ class Tag2TextAttention(nn.Module):
     def __init__(self, config, key_value_width: int, is_cross_attention: bool, layer_idx: int):
         super().__init__()
         self.self = Tag2TextAttentionProjections(config, key_value_width, is_cross_attention, layer_idx)
-        self.output = Tag2TextSelfOutput(config)
+        self.output = Tag2TextResidualOutput(config, config.hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, encoder_hidden_states=None, cache=None, num_heads=None,
                 output_attentions=False):
@@ -185,17 +188,6 @@ class Tag2TextIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden_states))
 
 
-class Tag2TextOutput(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, hidden_states, residual):
-        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
-
-
 MODES = ("multimodal", "text", "tagging")
 
 
@@ -212,7 +204,7 @@ class Tag2TextLayer(GradientCheckpointingLayer):
         self.attention = Tag2TextAttention(config, config.hidden_size, False, layer_idx)
         self.crossattention = Tag2TextAttention(config, cross_attention_width, True, layer_idx)
         self.intermediate = Tag2TextIntermediate(config)
-        self.output = Tag2TextOutput(config)
+        self.output = Tag2TextResidualOutput(config, config.intermediate_size)
 
     def forward(
         self,
