@@ -110,8 +110,12 @@ class Relation:
 
 @dataclass
 class SceneGraph:
+    """Entities and relations of one caption; ``position_nouns`` are the token indices of the
+    inner nouns of complex prepositions ("front" in "in front of"), which are not entities."""
+
     entities: list[Entity]
     relations: list[Relation]
+    position_nouns: frozenset[int] = frozenset()
 
     def to_dict(self) -> dict:
         """The reference parser's output layout: ``{"entities": [...], "relations": [...]}``."""
@@ -195,7 +199,7 @@ class SceneGraphParser:
                     o_entity = entity_of_token.get(o.i)
                     if s_entity is not None and o_entity is not None:
                         relations.append(Relation(s_entity, o_entity, text, lemma))
-        return SceneGraph(entities, relations)
+        return SceneGraph(entities, relations, frozenset(position_nouns))
 
     # -- entities -------------------------------------------------------------------------
     def _is_dropped(self, chunk) -> bool:

@@ -124,3 +124,50 @@ def spacy_model_description(nlp) -> dict[str, str]:
     """Name and version of a loaded pipeline, for the sidecar files."""
     meta = getattr(nlp, "meta", {}) or {}
     return {"name": f"{meta.get('lang', 'en')}_{meta.get('name', '?')}", "version": str(meta.get("version", "?"))}
+
+
+class CaptionPipeline:
+    """Runs a loaded pipeline over captions, with the attribute ruler compiled for speed.
+
+    The components up to the attribute ruler run batched through ``nlp.pipe``; the ruler is
+    replaced by its compiled equivalent (see :mod:`.fast_attribute_ruler`) and the components
+    after it (the lemmatizer) run per document, as ``nlp.pipe`` would run them. If the ruler
+    cannot be compiled, the pipeline runs unchanged.
+
+    Args:
+        nlp: from :func:`load_spacy_model`.
+        fast_attribute_ruler: set False to run spaCy's own attribute ruler.
+    """
+
+    def __init__(self, nlp, fast_attribute_ruler: bool = True):
+        from .fast_attribute_ruler import compile_attribute_ruler
+
+        self.nlp = nlp
+        self._ruler = None
+        self._deferred: list[str] = []
+        names = list(nlp.pipe_names)
+        if fast_attribute_ruler and "attribute_ruler" in names:
+            self._ruler = compile_attribute_ruler(nlp.get_pipe("attribute_ruler"))
+            if self._ruler is None:
+                logger.info("the attribute ruler of this pipeline cannot be compiled; running spaCy's")
+            else:
+                self._deferred = names[names.index("attribute_ruler") :]
+        self._tail = [nlp.get_pipe(name) for name in self._deferred[1:]]
+
+    def _finish(self, doc):
+        self._ruler(doc)
+        for component in self._tail:
+            doc = component(doc)
+        return doc
+
+    def __call__(self, text: str):
+        if self._ruler is None:
+            return self.nlp(text)
+        return self._finish(self.nlp(text, disable=self._deferred))
+
+    def pipe(self, texts, batch_size: int = 256):
+        if self._ruler is None:
+            yield from self.nlp.pipe(texts, batch_size=batch_size)
+            return
+        for doc in self.nlp.pipe(texts, batch_size=batch_size, disable=self._deferred):
+            yield self._finish(doc)
