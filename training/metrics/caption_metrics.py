@@ -140,7 +140,9 @@ def compute_caption_metrics(
         logger.warning("dropped %d reference(s) that are empty after tokenisation", dropped)
     empty_predictions = sum(1 for h in hyps if not h.strip())
     if empty_predictions:
-        logger.warning("%d prediction(s) are empty after tokenisation; they score 0 on every metric", empty_predictions)
+        logger.warning(
+            "%d prediction(s) are empty after tokenisation; they score 0 on every metric", empty_predictions
+        )
     if len(images) == 1:
         logger.warning("CIDEr-D over a single image is 0 by construction (its idf is computed over the scored set)")
 

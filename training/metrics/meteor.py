@@ -27,7 +27,10 @@ def meteor_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]
     """
     if not java_available():
         raise RuntimeError("METEOR needs a `java` executable on PATH (pycocoevalcap runs METEOR 1.5 in Java)")
-    from pycocoevalcap.meteor.meteor import Meteor
+    try:
+        from pycocoevalcap.meteor.meteor import Meteor
+    except ImportError as exc:
+        raise ImportError("METEOR needs pycocoevalcap: pip install 'tag2text[metrics]'") from exc
 
     # The wrapper joins references with " ||| " on a single stdin line; those characters inside a
     # caption would corrupt the protocol, so they are removed (the wrapper already does this for

@@ -9,13 +9,16 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from pycocoevalcap.rouge.rouge import Rouge
 
 __all__ = ["rouge_l_scores"]
 
 
 def rouge_l_scores(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> tuple[float, np.ndarray]:
     """Corpus (mean) and per-image ROUGE-L of tokenised ``hypotheses`` against ``references``."""
+    try:
+        from pycocoevalcap.rouge.rouge import Rouge
+    except ImportError as exc:  # keeps the tagging and retrieval metrics usable without the extra
+        raise ImportError("caption metrics need pycocoevalcap: pip install 'tag2text[metrics]'") from exc
     scorer = Rouge()
     per_image = np.array([scorer.calc_score([hyp], list(refs)) for hyp, refs in zip(hypotheses, references)])
     return float(np.mean(per_image)), per_image

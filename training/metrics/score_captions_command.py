@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_table(scores: dict) -> str:
     """The corpus scores as a two-column text table (x100, as papers print them)."""
-    lines = [f"{'metric':<8} {'score':>7}", f"{'-' * 8} {'-' * 7}"]
+    lines = [f"{'metric':<8} {'x100':>7}", f"{'-' * 8} {'-' * 7}"]
     for name in METRIC_NAMES:
         value = scores["corpus"].get(name)
         lines.append(f"{name:<8} {'n/a' if value is None else format(100 * value, '.2f'):>7}")

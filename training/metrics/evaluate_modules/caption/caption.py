@@ -20,7 +20,8 @@ set its corpus and per-image scores equal pycocoevalcap's up to floating-point r
 _CITATION = """\
 @article{chen2015microsoft,
   title={Microsoft COCO Captions: Data Collection and Evaluation Server},
-  author={Chen, Xinlei and Fang, Hao and Lin, Tsung-Yi and Vedantam, Ramakrishna and Gupta, Saurabh and Doll{\\'a}r, Piotr and Zitnick, C. Lawrence},
+  author={Chen, Xinlei and Fang, Hao and Lin, Tsung-Yi and Vedantam, Ramakrishna and Gupta, Saurabh
+          and Doll{\\'a}r, Piotr and Zitnick, C. Lawrence},
   journal={arXiv preprint arXiv:1504.00325},
   year={2015}
 }
