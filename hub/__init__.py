@@ -1,0 +1,46 @@
+"""Command-line tools and Hub helpers of Tag2Text (``tag2text.hub``).
+
+The Python API is imported lazily, so that ``tag2text --help`` and the light subcommands do not pay for
+importing torch and transformers:
+
+- :func:`convert_checkpoint`: original ``tag2text_swin_14m.pth`` -> complete model directory;
+- :func:`push_model_directory`: upload a model directory to the Hub;
+- :func:`render_model_card`: the README.md of a model;
+- :func:`generate_like_original`: captions with the released beam-search scoring (transformers 4.26);
+- :func:`convert_state_dict`, :func:`config_from_original`, :func:`load_original_checkpoint`: the parts.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "convert_checkpoint": "conversion",
+    "ConversionReport": "conversion",
+    "CheckpointDownloadError": "conversion",
+    "download_released_checkpoint": "conversion",
+    "load_original_checkpoint": "conversion",
+    "RELEASED_CHECKPOINT_URL": "conversion",
+    "convert_state_dict": "checkpoint_mapping",
+    "expected_shapes": "checkpoint_mapping",
+    "load_converted_state_dict": "checkpoint_mapping",
+    "unwrap_state_dict": "checkpoint_mapping",
+    "CheckpointConversionError": "checkpoint_mapping",
+    "config_from_original": "original_config",
+    "read_tag_list": "original_config",
+    "OriginalConfigError": "original_config",
+    "push_model_directory": "upload",
+    "check_model_directory": "upload",
+    "ModelDirectoryError": "upload",
+    "render_model_card": "model_card",
+    "generate_like_original": "original_beam_search",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -181,10 +181,22 @@ def _check_bert_config(config: dict, name: str):
         raise OriginalConfigError(f"{name}: add_cross_attention=false; Tag2Text cross-attends in every layer")
 
 
-def text_config_from_original(med: dict, name: str = "med config"):
+def _token_ids(tokenizer) -> dict:
+    return {
+        "pad_token_id": tokenizer.pad_token_id,
+        "cls_token_id": tokenizer.cls_token_id,
+        "sep_token_id": tokenizer.sep_token_id,
+        "eos_token_id": tokenizer.sep_token_id,
+        "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
+        "enc_token_id": tokenizer.convert_tokens_to_ids("[ENC]"),
+    }
+
+
+def text_config_from_original(med: dict, name: str = "med config", tokenizer=None):
     """A :class:`Tag2TextTextConfig` from the original's ``med_config.json`` format.
 
-    Token ids are set later from the tokenizer (``Tag2TextConfig.set_tag_vocabulary``).
+    With ``tokenizer`` (BERT with ``[DEC]``/``[ENC]``) the special token ids come from it and its length must
+    equal ``vocab_size``; otherwise they are the released ids.
     """
     from tag2text import Tag2TextTextConfig
 
@@ -197,6 +209,14 @@ def text_config_from_original(med: dict, name: str = "med config"):
             f"{name}: encoder_width={encoder_width} differs from hidden_size={hidden}; the text decoder "
             "cross-attends to the interaction encoder, so they must be equal"
         )
+    token_ids = {"pad_token_id": int(med.get("pad_token_id", 0))}
+    if tokenizer is not None:
+        if len(tokenizer) != int(med["vocab_size"]):
+            raise OriginalConfigError(
+                f"{name}: vocab_size={med['vocab_size']} but the tokenizer has {len(tokenizer)} tokens with [DEC] "
+                "and [ENC]; use the tokenizer the model was built with"
+            )
+        token_ids = _token_ids(tokenizer)
     return Tag2TextTextConfig(
         vocab_size=int(med["vocab_size"]),
         hidden_size=hidden,
@@ -209,7 +229,7 @@ def text_config_from_original(med: dict, name: str = "med config"):
         max_position_embeddings=int(med.get("max_position_embeddings", 512)),
         initializer_range=float(med.get("initializer_range", 0.02)),
         layer_norm_eps=float(med.get("layer_norm_eps", 1e-12)),
-        pad_token_id=int(med.get("pad_token_id", 0)),
+        **token_ids,
     )
 
 
@@ -264,6 +284,7 @@ def config_from_original(
     delete_tag_index: list[int] | None = None,
     prompt: str = RELEASED_PROMPT,
     max_tag_length: int = RELEASED_MAX_TAG_LENGTH,
+    tokenizer=None,
 ):
     """A :class:`Tag2TextConfig` equivalent to ``Tag2Text(...)`` built by the original code.
 
@@ -276,6 +297,8 @@ def config_from_original(
             ``{2701: 0.7, 2828: 0.7, 1167: 0.7}``, ``{}`` none.
         delete_tag_index: classes removed from the tag text before captioning; ``None`` is the released
             seven, ``[]`` none.
+        tokenizer: the BERT tokenizer with ``[DEC]``/``[ENC]``; when given, the config records the token ids
+            of the special tokens, the tags, the separator and the prompt (needed for captioning).
     Raises:
         OriginalConfigError: naming the config or argument that cannot be converted.
     """
@@ -296,9 +319,9 @@ def config_from_original(
     for index, value in [("threshold", threshold), *class_thresholds.items()]:
         if not 0.0 <= float(value) <= 1.0:
             raise OriginalConfigError(f"threshold for {index} is {value}, not a probability in [0, 1]")
-    return Tag2TextConfig(
+    config = Tag2TextConfig(
         vision_config=vision_config_from_original(vision),
-        text_config=text_config_from_original(med),
+        text_config=text_config_from_original(med, tokenizer=tokenizer),
         tagging_config=tagging_config_from_original(q2l, med),
         tag_names=list(tag_names),
         tag_threshold=float(threshold),
@@ -307,3 +330,6 @@ def config_from_original(
         prompt=prompt,
         max_tag_length=int(max_tag_length),
     )
+    if tokenizer is not None:
+        config.set_tag_vocabulary(tokenizer=tokenizer)
+    return config

@@ -1,0 +1,86 @@
+"""``tag2text convert``: turn the original Tag2Text checkpoint into a transformers model directory.
+
+    tag2text convert --checkpoint tag2text_swin_14m.pth --tag-list tag_list.txt --output-dir out
+
+Every default is the released model's value; the three config options take the original project's own JSON
+files (config_swinB_384.json, med_config.json, q2l_config.json formats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def _class_threshold(text: str) -> tuple[int, float]:
+    index, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return int(index), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX=VALUE (e.g. 2701=0.7), got {text!r}") from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", default=None,
+                        help="original .pth file; default: download tag2text_swin_14m.pth from the Hub Space "
+                             "the original README links")
+    parser.add_argument("--output-dir", required=True, help="directory to write the converted model to")
+    parser.add_argument("--tag-list", default=None,
+                        help="tag list the model was built with, one tag per line (default: download the "
+                             "released 3,429-tag list)")
+    parser.add_argument("--vision-config", default=None, help="original Swin config JSON (default: config_swinB_384)")
+    parser.add_argument("--med-config", default=None, help="original med_config.json (default: the released one)")
+    parser.add_argument("--q2l-config", default=None, help="original q2l_config.json (default: the released one)")
+    parser.add_argument("--threshold", type=float, default=0.68, help="tag threshold for every class (0.68)")
+    parser.add_argument("--class-threshold", type=_class_threshold, nargs="*", default=None, metavar="INDEX=VALUE",
+                        help="per-class thresholds, replacing the released 2701=0.7 2828=0.7 1167=0.7 "
+                             "(give the option with no values for none)")
+    parser.add_argument("--delete-tag-index", type=int, nargs="*", default=None, metavar="INDEX",
+                        help="tags left out of the caption prompt, replacing the released seven "
+                             "(127 2961 3351 3265 3338 3355 3359; give the option with no values for none)")
+    parser.add_argument("--tokenizer", default="bert-base-uncased",
+                        help="bert-base-uncased (Hub), or a directory or file with its vocab.txt (offline)")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="upload the result to this repo")
+    parser.add_argument("--private", action="store_true", help="create the pushed repo as private")
+    parser.add_argument("--cache-dir", default=None, help="Hugging Face cache for the checkpoint download")
+
+
+def run(args) -> int:
+    from .checkpoint_mapping import CheckpointConversionError
+    from .conversion import CheckpointDownloadError, convert_checkpoint
+    from .original_config import OriginalConfigError
+
+    class_thresholds = None if args.class_threshold is None else dict(args.class_threshold)
+    try:
+        report = convert_checkpoint(
+            args.output_dir,
+            checkpoint=args.checkpoint,
+            tag_list=args.tag_list,
+            vision_config=args.vision_config,
+            med_config=args.med_config,
+            q2l_config=args.q2l_config,
+            threshold=args.threshold,
+            class_thresholds=class_thresholds,
+            delete_tag_index=args.delete_tag_index,
+            tokenizer=args.tokenizer,
+            push_to_hub=args.push_to_hub,
+            private=args.private,
+            cache_dir=args.cache_dir,
+        )
+    except (CheckpointConversionError, OriginalConfigError, CheckpointDownloadError, FileNotFoundError,
+            NotADirectoryError) as error:
+        logger.error("%s", error)
+        return 1
+    print(f"converted {report.checkpoint} ({report.num_tensors} tensors, {report.num_tags} tags) into "
+          f"{report.output_dir}")
+    if report.new_keys:
+        print("initialised fresh (not in the original): " + ", ".join(report.new_keys))
+    for warning in report.warnings:
+        print(f"warning: {warning}")
+    if report.pushed_to:
+        print(f"pushed: {report.pushed_to}")
+    return 0
