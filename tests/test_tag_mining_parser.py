@@ -165,6 +165,13 @@ def test_verb_particle_joins_the_action(pipeline, ours):
     assert tags_of(doc, ours) == {"object": ["man", "frisbee"], "attribute": [], "action": ["pick up"]}
 
 
+def test_being_and_having_are_not_actions(pipeline, ours):
+    for text, objects in (("There are two dogs on the grass.", ["dog", "grass"]), ("A kitchen that has a stove.", ["kitchen", "stove"])):
+        doc = pipeline(text)
+        assert any(t.pos_ == "VERB" and t.lemma_ in ("be", "have") for t in doc)  # spaCy calls it a verb here
+        assert tags_of(doc, ours) == {"object": objects, "attribute": [], "action": []}
+
+
 def test_quantities_are_not_tags(pipeline, ours):
     doc = pipeline("A group of people and two dogs.")
     # The graph keeps "group" as the reference does; the tags drop counting words.

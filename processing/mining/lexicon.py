@@ -144,6 +144,10 @@ NON_DESCRIPTIVE_ADJECTIVES: frozenset[str] = frozenset(
     """.split()
 )
 
+# Verbs that state being or having rather than an action ("there are two dogs", "a kitchen
+# that has a stove"); spaCy tags them VERB in some constructions.
+NON_ACTION_VERBS: frozenset[str] = frozenset({"be", "have"})
+
 # Colour words: as noun compounds ("an orange cat", "a gray tabby") they are still attributes.
 COLOUR_WORDS: frozenset[str] = frozenset(
     """

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .lexicon import COLOUR_WORDS, NON_DESCRIPTIVE_ADJECTIVES, QUANTITY_NOUNS, QUANTITY_WORDS
+from .lexicon import COLOUR_WORDS, NON_ACTION_VERBS, NON_DESCRIPTIVE_ADJECTIVES, QUANTITY_NOUNS, QUANTITY_WORDS
 from .scene_graph import SceneGraph, SceneGraphParser, has_letter
 from .tag_types import ACTION, ATTRIBUTE, OBJECT
 
@@ -143,7 +143,7 @@ def _action_mentions(doc, graph: SceneGraph, parser: SceneGraphParser, lemma_of)
         if token.pos_ != "VERB" or token.dep_ in ("amod", "compound"):
             continue
         lemma = lemma_of(token)
-        if not has_letter(lemma):
+        if not has_letter(lemma) or lemma in NON_ACTION_VERBS:
             continue
         particle = next((c for c in token.children if c.dep_ == "prt"), None)
         prep = next((c for c in token.children if c.dep_ == "prep" and c.i == token.i + 1), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import multiprocessing
@@ -244,8 +245,17 @@ class TagMiner:
         context = multiprocessing.get_context(method)
         logger.debug("parsing with %d %s worker processes", processes, method)
         # The pool is started before the progress bar, whose monitor thread should not be
-        # running when the workers are forked.
-        with context.Pool(processes, initializer=_init_worker, initargs=(self,)) as pool:
+        # running when the workers are forked. Freezing the collector's view of the parent's
+        # objects keeps the workers' garbage collections from touching (and so copying) every
+        # page they inherited: with torch and a spaCy model loaded that is hundreds of MB.
+        if method == "fork":
+            gc.freeze()
+        try:
+            pool = context.Pool(processes, initializer=_init_worker, initargs=(self,))
+        finally:
+            if method == "fork":
+                gc.unfreeze()
+        with pool:
 
             def produced():
                 pending = deque()
@@ -307,8 +317,9 @@ class TagMiner:
         else:
             tag_ids, unmatched = self.vocabulary.match(mentions, canonical)
             tags = [self.vocabulary.tags[i] for i in tag_ids]
-            for mention in unmatched:
-                summary.count_unmatched(mention.type, canonical(mention.text, mention.type) if canonical else mention.text)
+            missing = {(m.type, canonical(m.text, m.type) if canonical else m.text) for m in unmatched}
+            for tag_type, text in sorted(missing):
+                summary.count_unmatched(tag_type, text)
         if not tags:
             summary.without_tags += 1
         return {
