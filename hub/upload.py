@@ -72,8 +72,11 @@ def push_model_directory(
     commit_message: str | None = None,
     token: str | None = None,
     write_model_card: bool = True,
+    endpoint: str | None = None,
 ) -> str:
     """Create ``repo_id`` if needed (and the ``revision`` branch) and upload ``model_dir`` in one commit.
+
+    ``endpoint`` overrides the Hub address (default: ``HF_ENDPOINT`` or huggingface.co).
 
     Returns:
         the URL of the commit.
@@ -94,7 +97,7 @@ def push_model_directory(
         readme.write_text(card_for_directory(model_dir, repo_id=repo_id), encoding="utf-8")
         logger.info("wrote a model card to %s", readme)
 
-    api = HfApi(token=token)
+    api = HfApi(token=token, endpoint=endpoint)
     step = "create the repository"
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
