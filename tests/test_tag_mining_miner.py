@@ -169,6 +169,8 @@ def test_argument_errors(miner):
         TagMiner(spacy_model=MODEL, tag_types=["object"])
     with pytest.raises(ValueError, match="cannot parse caption"):
         miner.parse("   ")
+    with pytest.raises(TypeError, match="not a single string"):
+        miner.mine("A dog on the grass.")
 
 
 def test_miner_pickles_without_its_model(miner):

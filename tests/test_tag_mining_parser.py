@@ -202,6 +202,23 @@ def test_colour_noun_in_a_compound_is_an_attribute(nlp):
     assert cat.candidates[0].covers == (1,)
 
 
+def test_noun_parsed_as_adjective_is_not_an_attribute(nlp):
+    # spaCy sometimes labels the first noun of "a ski lift" amod; it still names the thing.
+    doc = Doc(
+        nlp.vocab,
+        words=["a", "ski", "lift"],
+        pos=["DET", "NOUN", "NOUN"],
+        tags=["DT", "NN", "NN"],
+        deps=["det", "amod", "ROOT"],
+        heads=[2, 2, 2],
+        lemmas=["a", "ski", "lift"],
+    )
+    parser = SceneGraphParser(nlp)
+    mentions = extract_tag_mentions(doc, parser.parse_doc(doc), parser)
+    assert [(m.type, m.text) for m in mentions] == [("object", "lift")]
+    assert [c.text for c in mentions[0].candidates] == ["ski lift", "lift"]
+
+
 def test_object_candidates_run_from_most_to_least_specific(pipeline, ours):
     doc = pipeline("A man holding a big tennis racket.")
     mentions = extract_tag_mentions(doc, ours.parse_doc(doc), ours)

@@ -15,6 +15,29 @@ Public API::
     labels = miner.multi_hot([r["tag_ids"] for r in rows], return_tensors="pt")
 
     build_tag_list(dataset, "tag_list.txt", top_k=5000, min_count=10)
+
+Differences from the reference parser (scenegraphparser 0.1.0, which Tag2Text used), all
+deliberate. In the scene graph (each can be switched off, see ``ParserRules``):
+
+* pronoun chunks ("he", "it", "someone") are not entities (the reference's ``-PRON-`` test
+  no longer fires under spaCy 3);
+* verb lemmas that spaCy truncates are corrected ("riding" -> "ride", not "rid"), plus a few
+  noun lemmas ("cookies" -> "cookie");
+* lemmas are lower-cased;
+* a head keeps its whole compound chain in text order ("ice hockey team");
+* predicate adjectives are modifiers ("the sky is blue");
+* complex prepositions ("in front of") keep "of" in the relation lemma, and when attached to
+  a verb take the verb's subject as the relation subject;
+* a preposition attached to a copula makes a relation ("a cat is on the table");
+* our own, caption-oriented phrasal-verb and complex-preposition lists replace the
+  reference's (an idiom dictionary of 1,771 verbs and 10 prepositions).
+
+In the tags (the reference has no tag stage): quantity words and counting nouns ("two",
+"several", "a group of") are not tags; colour nouns in compounds are attributes; participle
+modifiers stay as written ("striped"); every verb except "be"/"have" is an action, not only
+relation verbs, with its particle ("pick up") or a phrasal preposition ("sit on"); with a tag
+list, the most specific candidate it holds wins ("fire hydrant", else "hydrant"; "hot dog"
+absorbs "hot").
 """
 
 from .caption_cleaning import DEFAULT_MAX_CHARS, DEFAULT_MAX_WORDS, REPAIRS, SKIP_REASONS, UnreadableCaption, clean_caption

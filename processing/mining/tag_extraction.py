@@ -19,7 +19,9 @@ from .lexicon import COLOUR_WORDS, NON_ACTION_VERBS, NON_DESCRIPTIVE_ADJECTIVES,
 from .scene_graph import SceneGraph, SceneGraphParser, has_letter
 from .tag_types import ACTION, ATTRIBUTE, OBJECT
 
-_NOT_ATTRIBUTE_POS = frozenset({"DET", "NUM", "PRON", "PUNCT", "ADP", "CCONJ", "SCONJ", "PART", "SYM", "X"})
+# Adjectives and participles describe; an "amod" noun ("ski" in "a ski lift") is a misparsed
+# compound, so only colour words are accepted from other parts of speech.
+_ATTRIBUTE_POS = frozenset({"ADJ", "VERB"})
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _attribute_mentions(doc, entity, lemma_of):
         if (
             not has_letter(lower)
             or token.like_num
-            or token.pos_ in _NOT_ATTRIBUTE_POS
+            or (token.pos_ not in _ATTRIBUTE_POS and lower not in COLOUR_WORDS)
             or lower in QUANTITY_WORDS
             or lower in NON_DESCRIPTIVE_ADJECTIVES
         ):

@@ -195,6 +195,8 @@ class TagMiner:
         """
         if not isinstance(captions, Sized):
             captions = list(captions)
+        elif isinstance(captions, (str, bytes)):
+            raise TypeError("captions must be an iterable of captions, not a single string; wrap it in a list")
         summary = MiningSummary()
         results = list(self.iter_mine(captions, batch_size=batch_size, n_process=n_process, summary=summary))
         self.last_summary = summary
@@ -216,6 +218,8 @@ class TagMiner:
         are in flight. ``summary``, when given, is updated as results are produced; ``total``
         sizes the progress bar for iterables without ``len``.
         """
+        if isinstance(captions, (str, bytes)):
+            raise TypeError("captions must be an iterable of captions, not a single string; wrap it in a list")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if total is None and isinstance(captions, Sized):
