@@ -35,6 +35,18 @@ def test_text_file_one_caption_a_line(tmp_path):
     assert captions_of(no_final_newline)[2] == 2
 
 
+def test_byte_order_mark_and_bad_bytes(tmp_path, caplog):
+    path = tmp_path / "caps.txt"
+    path.write_bytes(b"\xef\xbb\xbfA dog.\nA caf\xe9 table\n")  # BOM, then a Latin-1 byte
+    with caplog.at_level("WARNING"):
+        captions = captions_of(path)[0]
+    assert captions == ["A dog.", "A caf\ufffd table"]
+    assert "caps.txt:2: not valid UTF-8" in caplog.text
+    coco = tmp_path / "coco.json"
+    coco.write_bytes(b"\xef\xbb\xbf" + json.dumps({"annotations": [{"caption": "A cat."}]}).encode())
+    assert captions_of(coco)[0] == ["A cat."]
+
+
 def test_jsonl_records_of_every_shape(tmp_path):
     path = tmp_path / "caps.jsonl"
     lines = [

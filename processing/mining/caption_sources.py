@@ -99,32 +99,45 @@ def _count_lines(path: Path) -> int:
     return count + (last != b"\n")
 
 
+def _decoded_lines(path: Path, warn) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file; a BOM is dropped, and undecodable bytes are replaced
+    with U+FFFD and reported (the caption is kept)."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                warn(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start}); bad bytes replaced")
+                text = raw.decode("utf-8", errors="replace")
+            yield number, text.rstrip("\r\n")
+
+
 def _read_text(path: Path) -> Iterator[CaptionRecord]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
-        for line in f:
-            yield CaptionRecord(line.rstrip("\r\n"))
+    for _, line in _decoded_lines(path, _Warner(str(path))):
+        yield CaptionRecord(line)
 
 
 def _read_jsonl(path: Path, caption_field: str | None) -> Iterator[CaptionRecord]:
     warn = _Warner(str(path))
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue  # JSON Lines allows blank lines; they hold no record
-            where = f"{path}:{number}"
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as err:
-                reason = f"invalid JSON ({err.msg} at column {err.colno})"
-                warn(f"{where}: {reason}")
-                yield CaptionRecord(UnreadableCaption(where, reason), {"error": f"{where}: {reason}"})
-                continue
-            yield from _records_from_value(value, where, caption_field, warn)
+    for number, line in _decoded_lines(path, warn):
+        if not line.strip():
+            continue  # JSON Lines allows blank lines; they hold no record
+        where = f"{path}:{number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            reason = f"invalid JSON ({err.msg} at column {err.colno})"
+            warn(f"{where}: {reason}")
+            yield CaptionRecord(UnreadableCaption(where, reason), {"error": f"{where}: {reason}"})
+            continue
+        yield from _records_from_value(value, where, caption_field, warn)
 
 
 def _read_csv(path: Path, caption_field: str | None) -> Iterator[CaptionRecord]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         names = (caption_field,) if caption_field else CAPTION_FIELDS
         column = next((n for n in names if n in (reader.fieldnames or [])), None)
@@ -136,8 +149,8 @@ def _read_csv(path: Path, caption_field: str | None) -> Iterator[CaptionRecord]:
 
 def _json_records(path: Path, caption_field: str | None) -> tuple[Iterator[CaptionRecord], int]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); for one record a line use the .jsonl extension") from err
     warn = _Warner(str(path))
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):  # COCO captions
