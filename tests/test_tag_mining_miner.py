@@ -171,6 +171,8 @@ def test_argument_errors(miner):
         miner.parse("   ")
     with pytest.raises(TypeError, match="not a single string"):
         miner.mine("A dog on the grass.")
+    with pytest.raises(ValueError, match="n_process"):
+        miner.iter_mine(["a dog"], n_process=0)  # checked at the call, not at the first result
 
 
 def test_miner_pickles_without_its_model(miner):

@@ -224,6 +224,7 @@ class TagMiner:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if total is None and isinstance(captions, Sized):
             total = len(captions)
+        # Arguments are checked here, before the first result is asked for.
         processes = choose_num_processes(total, n_process)
         if processes > 1 and total is not None:
             chunk_size = min(2000, max(64, -(-total // (processes * 4))))
@@ -233,9 +234,8 @@ class TagMiner:
         chunks = _chunked(captions, chunk_size)
         if processes == 1:
             produced = (self._mine_chunk(chunk, batch_size) for chunk in chunks)
-            yield from self._collect(produced, summary, total)
-        else:
-            yield from self._mine_in_pool(chunks, batch_size, processes, summary, total)
+            return self._collect(produced, summary, total)
+        return self._mine_in_pool(chunks, batch_size, processes, summary, total)
 
     def _collect(self, produced, summary: MiningSummary, total: int | None) -> Iterator[dict]:
         with tqdm(total=total, unit="caption", desc="mining tags", disable=not self.progress) as bar:
