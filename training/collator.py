@@ -1,0 +1,118 @@
+"""Batching records into model inputs with the processor: images (augmented), captions, tags, labels.
+
+Per sample, every random choice (which caption, augmentation, tag order) comes from a generator seeded by
+``(seed, epoch, sample index)``. Nothing depends on the order batches are drawn in or on the global RNG, so a
+run resumed from a checkpoint (which skips the batches it already trained on) builds exactly the batches an
+uninterrupted run builds. :class:`~.trainer.EpochCallback` keeps :attr:`Tag2TextCollator.epoch` current.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .augmentation import TrainAugmentation
+from .images import BadImageError, ImageLoader
+
+logger = logging.getLogger(__name__)
+
+
+class Tag2TextCollator:
+    """Turn a list of records into a training batch.
+
+    Args:
+        processor: a :class:`~tag2text.Tag2TextProcessor`.
+        tag_names: the model's tag list (``config.tag_names``), to spell tag ids as tag text.
+        augmentation: a :class:`~.augmentation.TrainAugmentation`, or None for inference preprocessing.
+        shuffle_tags: give the interaction encoder the tags in a random order per sample (the paper's
+            choice, against positional bias) instead of class-index order (the released code's).
+        random_caption: pick one caption at random per sample and epoch (else the first), as the release.
+        excluded_tag_ids: tags left out of the tag text (the model's ``caption_excluded_tag_ids``: they are
+            never given to the decoder at inference either).
+        image_loader: an :class:`~.images.ImageLoader` (counts and skips bad images).
+        seed: base of the per-sample generators.
+
+    Records hold ``image``, ``captions``, ``tag_ids``, ``caption_tag_ids``, ``index`` and ``image_id`` (see
+    :mod:`.data`). A batch holds the processor's ``pixel_values``, ``input_ids``, ``attention_mask``,
+    ``labels``, ``tag_input_ids``, ``tag_attention_mask``, plus ``tag_labels`` (multi-hot), the alignment text
+    ``text_input_ids``/``text_attention_mask`` (``[CLS] caption [SEP]``, no prompt, for ITC and ITM),
+    ``sample_ids`` (ITC positives) and ``image_load_failures`` (count in row 0, summed by the trainer; a
+    per-row tensor so that accelerate can split a dispatched batch).
+    """
+
+    def __init__(self, processor, tag_names, augmentation: TrainAugmentation | None = None, shuffle_tags: bool = False,
+                 random_caption: bool = True, excluded_tag_ids=(), image_loader: ImageLoader | None = None,
+                 seed: int = 0):
+        self.processor = processor
+        self.tag_names = list(tag_names)
+        self.augmentation = augmentation
+        self.shuffle_tags = shuffle_tags
+        self.random_caption = random_caption
+        self.excluded = set(int(i) for i in excluded_tag_ids)
+        self.image_loader = image_loader or ImageLoader()
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def tag_text_ids(self, record: dict, caption_index: int, rng: np.random.Generator) -> list[int]:
+        per_caption = record.get("caption_tag_ids") or []
+        ids = list(per_caption[caption_index]) if caption_index < len(per_caption) else list(record.get("tag_ids") or [])
+        ids = sorted(i for i in set(ids) if i not in self.excluded)
+        if self.shuffle_tags and len(ids) > 1:
+            ids = [ids[i] for i in rng.permutation(len(ids))]
+        return ids
+
+    def __call__(self, records: list[dict]) -> dict:
+        images, captions, tag_texts, tag_rows, sample_ids = [], [], [], [], []
+        failures_before = self.image_loader.skipped
+        for record in records:
+            index = int(record.get("index", 0))
+            rng = self.rng(index)
+            name = record["image"] if isinstance(record["image"], str) else None
+            image = self.image_loader.load(record["image"], name=repr(name) if name else None)
+            if image is None:
+                continue
+            record_captions = record["captions"]
+            if not record_captions:
+                raise ValueError(f"sample {index} ({name or 'streamed'}) has no caption")
+            choice = int(rng.integers(len(record_captions))) if self.random_caption else 0
+            if self.augmentation is not None:
+                image = self.augmentation(image, rng)
+            ids = self.tag_text_ids(record, choice, rng)
+            images.append(image)
+            captions.append(record_captions[choice])
+            tag_texts.append([self.tag_names[i] for i in ids])
+            tag_rows.append(list(record.get("tag_ids") or []))
+            sample_ids.append(int(record.get("image_id", index)))
+        failed = self.image_loader.skipped - failures_before
+        if not images:
+            raise BadImageError(
+                f"every image of a batch of {len(records)} failed to load (see the warnings above); "
+                "check the image paths/root"
+            )
+        batch = dict(self.processor(images=images, text=captions, tags=tag_texts, return_labels=True))
+        tag_labels = torch.zeros(len(images), len(self.tag_names), dtype=torch.float32)
+        for row, ids in enumerate(tag_rows):
+            if ids:
+                tag_labels[row, ids] = 1.0
+        batch["tag_labels"] = tag_labels
+        text = self.processor.encode_captions(captions, add_prompt=False)
+        text_ids = text["input_ids"].clone()
+        text_ids[:, 0] = self.processor.tokenizer.cls_token_id  # the processor puts [DEC] there
+        batch["text_input_ids"] = text_ids
+        batch["text_attention_mask"] = text["attention_mask"]
+        batch["sample_ids"] = torch.tensor(sample_ids, dtype=torch.long)
+        failures = torch.zeros(len(images), dtype=torch.long)
+        failures[0] = failed
+        batch["image_load_failures"] = failures
+        return batch
+
+
+def evaluation_collator(processor, tag_names, image_loader=None, excluded_tag_ids=()) -> Tag2TextCollator:
+    """The collator for evaluation losses: no augmentation, first caption, tags in class-index order."""
+    return Tag2TextCollator(processor, tag_names, augmentation=None, shuffle_tags=False, random_caption=False,
+                            excluded_tag_ids=excluded_tag_ids, image_loader=image_loader)

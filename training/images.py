@@ -1,0 +1,97 @@
+"""Loading training images without silent failures: bad images are counted, logged and skipped, or stop
+the run (``fail_fast``)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from collections import Counter
+
+from PIL import Image
+
+from ..processing import ImageInputError, to_rgb_image
+
+logger = logging.getLogger(__name__)
+
+# Log each failure kind in full for the first few images, then only count (a corrupt shard can hold
+# thousands; the totals come in the summary).
+_LOGGED_PER_KIND = 10
+
+
+class BadImageError(RuntimeError):
+    """An image could not be loaded and ``fail_fast`` is set; the message names the image."""
+
+
+class ImageLoader:
+    """Load images from paths, bytes, ``{"bytes", "path"}`` dicts or PIL images into RGB PIL images.
+
+    Args:
+        fail_fast: raise :class:`BadImageError` on the first missing or corrupt image instead of skipping.
+
+    Failures are counted by kind (``missing``, ``corrupt``) in :attr:`failures`; :meth:`summary` tells.
+    """
+
+    def __init__(self, fail_fast: bool = False):
+        self.fail_fast = fail_fast
+        self.failures: Counter = Counter()
+        self.examples: dict[str, list[str]] = {}
+        self.loaded = 0
+        self._lock = threading.Lock()
+
+    def load(self, source, name: str | None = None) -> Image.Image | None:
+        """The RGB image, or None (after counting and logging) when it is missing or unreadable."""
+        label = name or _describe(source)
+        try:
+            if isinstance(source, dict):
+                data, path = source.get("bytes"), source.get("path")
+                source = io.BytesIO(data) if data is not None else path
+                if source is None:
+                    raise ImageInputError("neither bytes nor path")
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                source = io.BytesIO(bytes(source))
+            if isinstance(source, io.BytesIO):
+                with Image.open(source) as opened:
+                    opened.load()
+                    image = to_rgb_image(opened.copy())
+            else:
+                image = to_rgb_image(source)
+        except (ImageInputError, OSError, ValueError, Image.DecompressionBombError) as error:
+            kind = "missing" if isinstance(source, (str, os.PathLike)) and not os.path.exists(source) else "corrupt"
+            self._fail(kind, label, error)
+            return None
+        with self._lock:
+            self.loaded += 1
+        return image
+
+    def _fail(self, kind: str, label: str, error: Exception) -> None:
+        message = f"{kind} image {label}: {error}"
+        if self.fail_fast:
+            raise BadImageError(message + " (stopping because of --fail-on-bad-image)")
+        with self._lock:
+            self.failures[kind] += 1
+            count = self.failures[kind]
+            self.examples.setdefault(kind, [])
+            if len(self.examples[kind]) < _LOGGED_PER_KIND:
+                self.examples[kind].append(label)
+        if count <= _LOGGED_PER_KIND:
+            logger.warning("skipping %s", message)
+        elif count == _LOGGED_PER_KIND + 1:
+            logger.warning("more %s images are being skipped; only the totals are reported from now on", kind)
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.failures.values())
+
+    def summary(self) -> dict:
+        return {"loaded": self.loaded, "skipped": self.skipped, **{f"skipped_{k}": v for k, v in self.failures.items()},
+                "examples": {k: list(v) for k, v in self.examples.items()}}
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return repr(os.fspath(source))
+    if isinstance(source, dict):
+        return repr(source.get("path") or "<bytes>")
+    return f"<{type(source).__name__}>"

@@ -1,0 +1,161 @@
+"""Building the tokenizer, processor and model a training run starts from.
+
+A new model gets its architecture from a preset or a config.json and its tag list from the data; a model
+given by ``--init-from`` keeps its weights, and when the run's tag list differs, the tagging head is rebuilt
+for the new list with the rows of tags present in both lists carried over (so a fine-tune on custom tags
+keeps what the model knew about the shared ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from .. import (
+    PRESETS,
+    Tag2TextConfig,
+    Tag2TextForCaptioning,
+    Tag2TextImageProcessor,
+    Tag2TextProcessor,
+    build_tokenizer,
+    preset_config,
+)
+from .tag_mining import TagList
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FROM_CAPTIONS = "from-captions"
+_WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def write_caption_vocabulary(texts, path: str | os.PathLike, min_count: int = 1) -> Path:
+    """A whole-word BERT vocabulary (``vocab.txt``) covering ``texts``: special tokens, then every lower-cased
+    word and punctuation mark seen at least ``min_count`` times. For small models trained from scratch."""
+    counts = Counter(token for text in texts for token in _WORD.findall(str(text).lower()))
+    words = sorted(w for w, n in counts.items() if n >= min_count)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(SPECIAL_TOKENS + ["|"] + [w for w in words if w != "|"]) + "\n", encoding="utf-8")
+    return path
+
+
+def load_tokenizer(source: str | None, init_from: str | None, vocabulary_texts=None, work_dir=None):
+    if source == FROM_CAPTIONS:
+        if vocabulary_texts is None:
+            raise ValueError("--tokenizer from-captions needs training captions")
+        path = write_caption_vocabulary(vocabulary_texts, Path(work_dir or ".") / "vocab.txt")
+        logger.info("built a %d-token vocabulary from the training captions", len(path.read_text().splitlines()))
+        return build_tokenizer(path)
+    if source is None and init_from is not None:
+        return None  # the processor of the initial model brings its tokenizer
+    return build_tokenizer(source or "bert-base-uncased")
+
+
+def make_processor(tokenizer, config: Tag2TextConfig) -> Tag2TextProcessor:
+    size = int(config.vision_config.image_size)
+    return Tag2TextProcessor(image_processor=Tag2TextImageProcessor(size=size), tokenizer=tokenizer,
+                             prompt=config.prompt, max_tag_length=config.max_tag_length,
+                             tag_separator=config.tag_separator)
+
+
+def new_config(name_or_path: str, tag_list: TagList, tokenizer, image_size: int | None = None) -> Tag2TextConfig:
+    """A config from a preset name or a config.json, sized to ``tokenizer`` and carrying ``tag_list``."""
+    if name_or_path in PRESETS:
+        overrides = {"tag_names": list(tag_list.names)}
+        if image_size:
+            base = preset_config(name_or_path)
+            vision = base.vision_config.to_dict()
+            vision["image_size"] = int(image_size)
+            overrides["vision_config"] = vision
+        return preset_config(name_or_path, tokenizer=tokenizer, **overrides)
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--model-config {name_or_path!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a config file"
+        )
+    values = Tag2TextConfig.from_json_file(str(path)).to_dict()
+    for key in ("tag_names", "num_tags", "tag_thresholds", "caption_excluded_tag_ids", "tag_token_ids",
+                "tag_separator_token_ids", "prompt_token_ids", "auto_map", "architectures", "transformers_version"):
+        values.pop(key, None)
+    values["tag_names"] = list(tag_list.names)
+    if image_size:
+        values["vision_config"]["image_size"] = int(image_size)
+    # The tokenizer's special-token ids, before the config is built (it checks them against the vocabulary).
+    values["text_config"].update(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, eos_token_id=tokenizer.sep_token_id,
+        bos_token_id=tokenizer.convert_tokens_to_ids("[DEC]"), enc_token_id=tokenizer.convert_tokens_to_ids("[ENC]"),
+    )
+    config = Tag2TextConfig(**values)
+    config.set_tag_vocabulary(tokenizer=tokenizer)
+    return config
+
+
+@torch.no_grad()
+def replace_tag_vocabulary(model, tag_names: list[str], tokenizer) -> int:
+    """Rebuild the tagging head for ``tag_names``; rows of tags whose name is in both lists are copied.
+    Returns how many tags were carried over. Per-class thresholds and excluded tags are reset."""
+    old = {}
+    for index, name in enumerate(model.config.tag_names):
+        old.setdefault(name, index)
+    head = model.tagging_head
+    hidden = head.label_embed.weight.shape[1]
+    new_embed = torch.nn.Embedding(len(tag_names), hidden).to(head.label_embed.weight)
+    new_weight = torch.empty(len(tag_names), hidden).to(head.classifier_weight)
+    new_bias = torch.empty(len(tag_names)).to(head.classifier_bias)
+    torch.nn.init.normal_(new_embed.weight)
+    bound = 1.0 / hidden ** 0.5
+    torch.nn.init.uniform_(new_weight, -bound, bound)
+    torch.nn.init.uniform_(new_bias, -bound, bound)
+    kept = 0
+    for index, name in enumerate(tag_names):
+        if name in old:
+            new_embed.weight[index] = head.label_embed.weight[old[name]]
+            new_weight[index] = head.classifier_weight[old[name]]
+            new_bias[index] = head.classifier_bias[old[name]]
+            kept += 1
+    head.label_embed.weight = torch.nn.Parameter(new_embed.weight)
+    head.label_embed.num_embeddings = len(tag_names)
+    head.classifier_weight = torch.nn.Parameter(new_weight)
+    head.classifier_bias = torch.nn.Parameter(new_bias)
+    config = model.config
+    config.tag_thresholds = {}
+    config.caption_excluded_tag_ids = []
+    config.tag_names = [str(n) for n in tag_names]
+    config.set_tag_vocabulary(tokenizer=tokenizer)
+    logger.info("new tag list of %d tags; %d carried over from the initial model", len(tag_names), kept)
+    return kept
+
+
+def build_model_and_processor(model_args, tag_list: TagList | None, tokenizer=None):
+    """(model, processor) for a run. ``tag_list`` None keeps the ``--init-from`` model's tags."""
+    if model_args.init_from:
+        model = Tag2TextForCaptioning.from_pretrained(model_args.init_from)
+        if tokenizer is None:
+            processor = Tag2TextProcessor.from_pretrained(model_args.init_from)
+            tokenizer = processor.tokenizer
+        else:
+            if len(tokenizer) != model.config.text_config.vocab_size:
+                model.resize_token_embeddings(len(tokenizer))
+            processor = make_processor(tokenizer, model.config)
+        if tag_list is not None and list(tag_list.names) != list(model.config.tag_names):
+            replace_tag_vocabulary(model, list(tag_list.names), tokenizer)
+        model.config.set_tag_vocabulary(tokenizer=tokenizer)
+    else:
+        if tag_list is None:
+            raise ValueError("a new model needs a tag list")
+        if tokenizer is None:
+            raise ValueError("a new model needs a tokenizer")
+        config = new_config(model_args.model_config, tag_list, tokenizer, model_args.image_size)
+        model = Tag2TextForCaptioning(config)
+        processor = make_processor(tokenizer, config)
+    if model_args.tag_threshold is not None:
+        model.config.tag_threshold = float(model_args.tag_threshold)
+        model.config._validate()
+    return model, processor
