@@ -8,6 +8,7 @@ every upload runs in a subprocess with the fake's address in its environment.
 """
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -33,9 +34,10 @@ TOKEN = "hf_fakeTOKENfor0testing0only0123456789"
 class FakeHub:
     """A loopback HTTP server that answers the upload calls and records requests and commits."""
 
-    def __init__(self, forbidden_repos=()):
+    def __init__(self, forbidden_repos=(), downloads=None):
         self.requests = []  # (method, path, authorization header, json body or None)
         self.commits = []  # {"repo", "revision", "summary", "files": {path: bytes}}
+        downloads = dict(downloads or {})  # URL path ("/spaces/owner/name/resolve/main/file") -> bytes
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,13 +60,25 @@ class FakeHub:
             def record(self, body=None):
                 hub.requests.append((self.command, self.path.split("?")[0], self.headers.get("Authorization"), body))
 
+            def serve_file(self):
+                content = downloads.get(self.path.split("?")[0])
+                if content is None:
+                    return self.reply(404, {"error": "not found"}, {"X-Error-Code": "EntryNotFound"})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(content)))
+                self.send_header("ETag", '"%s"' % hashlib.sha256(content).hexdigest())
+                self.send_header("X-Repo-Commit", "1" * 40)
+                self.end_headers()
+                if self.command == "GET":
+                    self.wfile.write(content)
+
             def do_HEAD(self):
                 self.record()
-                self.reply(404, None, {"X-Error-Code": "EntryNotFound"})
+                self.serve_file()
 
             def do_GET(self):
                 self.record()
-                self.reply(404, {"error": "not found"})
+                self.serve_file()
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -247,6 +261,31 @@ def load_in_clean_interpreter(directory, tmp_path):
                             cwd=tmp_path, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_convert_downloads_the_released_location_and_pushes(tmp_path):
+    """Without --checkpoint the file comes from the Space the original README links; --push-to-hub uploads."""
+    checkpoint = tmp_path / "released.pth"
+    torch.save({"model": load_file(FIXTURE / "original_state_dict.safetensors"), "epoch": 4}, checkpoint)
+    released = "/spaces/xinyu1205/Recognize_Anything-Tag2Text/resolve/main/tag2text_swin_14m.pth"
+    out = tmp_path / "converted"
+    with FakeHub(downloads={released: checkpoint.read_bytes()}) as hub:
+        result = run_cli(["convert", "--output-dir", str(out), "--tag-list", str(FIXTURE / "tag_list.txt"),
+                          "--tokenizer", str(FIXTURE / "vocab.txt"),
+                          "--vision-config", str(FIXTURE / "swin_config.json"),
+                          "--med-config", str(FIXTURE / "med_config.json"),
+                          "--q2l-config", str(FIXTURE / "q2l_config.json"),
+                          "--push-to-hub", "tester/converted"],
+                         hub_environment(hub, tmp_path), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert TOKEN not in result.stdout + result.stderr
+    assert ("GET", released) in hub.calls()
+    (commit,) = hub.commits
+    assert commit["repo"] == "tester/converted"
+    assert commit["files"] == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    card = commit["files"]["README.md"].decode()
+    assert "tag2text_swin_14m.pth" in card and hashlib.sha256(checkpoint.read_bytes()).hexdigest() in card
+    assert 'model="tester/converted"' in card
 
 
 PUSH_TO_HUB_SCRIPT = textwrap.dedent(
