@@ -759,6 +759,10 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             generate_kwargs.setdefault("max_new_tokens", None)
         if generate_kwargs.get("min_length") is not None:
             generate_kwargs.setdefault("min_new_tokens", None)
+        default_min = self.generation_config.min_new_tokens
+        max_new = generate_kwargs.get("max_new_tokens")
+        if "min_new_tokens" not in generate_kwargs and default_min and max_new is not None and max_new < default_min:
+            generate_kwargs["min_new_tokens"] = max_new  # a short max_new_tokens lowers the default minimum
         generate_kwargs.setdefault("eos_token_id", text.sep_token_id)
         generate_kwargs.setdefault("pad_token_id", text.pad_token_id)
         generate_kwargs.setdefault("bos_token_id", text.bos_token_id)
