@@ -263,6 +263,13 @@ def test_missing_checkpoint_download_fails_clearly_offline(tmp_path, offline):
     assert not (tmp_path / "out").exists()
 
 
+def test_unloadable_tokenizer_is_named(tmp_path, offline):
+    with pytest.raises(OriginalConfigError, match="--tokenizer") as error:
+        convert_checkpoint(tmp_path / "out", checkpoint=FIXTURE / "original_state_dict.safetensors",
+                           tag_list=FIXTURE / "tag_list.txt", tokenizer=tmp_path / "no-such-tokenizer", **CONFIG_FILES)
+    assert "no-such-tokenizer" in str(error.value)
+
+
 def test_cli_reports_errors_with_exit_status_1(tmp_path, caplog, offline):
     arguments = ["convert", "--output-dir", str(tmp_path / "out"), "--tag-list", str(FIXTURE / "tag_list.txt"),
                  "--tokenizer", str(FIXTURE / "vocab.txt"), "--vision-config", str(FIXTURE / "swin_config.json"),
