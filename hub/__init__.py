@@ -33,7 +33,7 @@ _EXPORTS = {
     "check_model_directory": "upload",
     "ModelDirectoryError": "upload",
     "render_model_card": "model_card",
-    "generate_like_original": "original_beam_search",
+    "generate_like_original": "..generation_original",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -41,6 +41,7 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name):
     if name in _EXPORTS:
-        module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
+        target = _EXPORTS[name]
+        module = importlib.import_module(target if target.startswith("..") else f".{target}", __name__)
         return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,7 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.utils import ModelOutput
 
 from .configuration_tag2text import Tag2TextConfig
+from .generation_original import original_beam_search
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
@@ -708,6 +709,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         tag_attention_mask: torch.LongTensor | None = None,
         tag_threshold=None,
         tokenizer=None,
+        beam_scoring: str = "current",
         **generate_kwargs,
     ):
         """Tag the images, encode the tags with the image once per image, then decode a caption.
@@ -722,6 +724,10 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
                 processor; takes precedence over ``tags``.
             tag_threshold: a float or per-class values overriding the config's thresholds.
             tokenizer: needed only for ``tags`` that are not in the model's tag list.
+            beam_scoring: ``"current"`` (transformers' beam search: scores divided by the number of generated
+                tokens) or ``"original"`` (the released model's transformers 4.26 rule: divided by the length
+                including the prompt; token for token as the original; supports num_beams, max_length,
+                min_length, repetition_penalty and returns ids only).
             **generate_kwargs: anything ``GenerationMixin.generate`` takes (num_beams, max_new_tokens,
                 do_sample, top_p, repetition_penalty, return_dict_in_generate, ...).
 
@@ -753,6 +759,10 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
 
         prompt_ids, prompt_mask = self._prepare_prompt(input_ids, attention_mask, batch_size, device)
+        if beam_scoring not in ("current", "original"):
+            raise ValueError(f"beam_scoring must be 'current' or 'original', got {beam_scoring!r}")
+        if beam_scoring == "original":
+            return self._generate_original_beams(encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs)
         text = self.config.text_config
         # A caller's max_length/min_length replaces the default new-token counts instead of being overridden.
         if generate_kwargs.get("max_length") is not None:
@@ -782,3 +792,28 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             outputs["tag_ids"] = used_tag_ids
             outputs["tag_logits"] = tag_logits
         return outputs
+
+    def _generate_original_beams(self, encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs):
+        supported = {"num_beams", "max_length", "min_length", "repetition_penalty", "max_new_tokens"}
+        unsupported = sorted(set(generate_kwargs) - supported)
+        if unsupported:
+            raise ValueError(f"beam_scoring='original' does not support {unsupported}; use beam_scoring='current'")
+        if not bool(prompt_mask.all()):
+            raise ValueError("beam_scoring='original' needs prompts of equal length (no padding)")
+        prompt_length = prompt_ids.shape[1]
+        config = self.generation_config
+        max_length = generate_kwargs.get("max_length")
+        if max_length is None:
+            max_length = prompt_length + (generate_kwargs.get("max_new_tokens") or config.max_new_tokens)
+        min_length = generate_kwargs.get("min_length")
+        if min_length is None:
+            min_length = prompt_length + (config.min_new_tokens or 0)
+        return original_beam_search(
+            self,
+            encoder_hidden_states,
+            prompt_ids,
+            num_beams=generate_kwargs.get("num_beams", config.num_beams),
+            max_length=max_length,
+            min_length=min(min_length, max_length),
+            repetition_penalty=generate_kwargs.get("repetition_penalty", 1.0),
+        )

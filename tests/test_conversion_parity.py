@@ -158,6 +158,13 @@ def test_beam_search_with_the_original_scoring(converted, converted_processor, g
     # Greedy goes through model.generate and agrees too.
     greedy = generate_like_original(converted, pixels(golden, case), num_beams=1)
     assert torch.equal(greedy, golden[f"generated_ids_greedy_{case}"])
+    # The same rule through the model's own generate (part of the Hub payload).
+    through_generate = converted.generate(pixels(golden, case), beam_scoring="original", num_beams=3,
+                                          max_length=30, min_length=10)
+    assert torch.equal(through_generate, golden[f"generated_ids_beam_{case}"])
+    steered_generate = converted.generate(pixels(golden, case), tags=user_tags, beam_scoring="original",
+                                          tokenizer=converted_processor.tokenizer, num_beams=3)
+    assert torch.equal(steered_generate, golden[f"generated_ids_usertags_beam_{case}"])
 
 
 def sequence_log_prob(model, states, rows):

@@ -18,6 +18,7 @@ PAYLOAD = {
     "configuration_tag2text.py",
     "modeling_tag2text.py",
     "modeling_tag2text_text.py",
+    "generation_original.py",
     "pipeline_tag2text.py",
     "processing_tag2text.py",
     "image_processing_tag2text.py",

@@ -6,9 +6,12 @@ hypothesis' log-probability by its *full* length, the ``[DEC] a picture of`` pro
 current full length. transformers >= 4.36 divides by the number of *generated* tokens (``[SEP]`` included)
 and uses other stopping and last-step rules. With a 4-token prompt the two can pick different winners.
 
-``Tag2TextForCaptioning.generate`` keeps the current transformers rule (so every ``generate`` feature works:
-sampling, streaming, ``num_return_sequences``, caching options); :func:`generate_like_original` reproduces the
-original's beam output token for token, including its padding of finished rows with ``[PAD]``.
+``Tag2TextForCaptioning.generate`` keeps the current transformers rule by default (so every ``generate``
+feature works: sampling, streaming, ``num_return_sequences``, caching options); ``generate(...,
+beam_scoring="original")`` and :func:`generate_like_original` reproduce the original's beam output token for
+token, including its padding of finished rows with ``[PAD]``.
+
+Part of the Hub payload: imports only torch and transformers.
 """
 
 from __future__ import annotations
