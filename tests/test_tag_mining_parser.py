@@ -296,6 +296,35 @@ def test_compiled_attribute_ruler_matches_spacy(nlp):
         assert [(t.pos_, str(t.morph), t.lemma_) for t in a] == [(t.pos_, str(t.morph), t.lemma_) for t in b], a.text
 
 
+def test_caption_pipeline_parses_like_stock_spacy(nlp):
+    # Ours: NumPy BLAS products and the compiled attribute ruler; stock: a separately loaded copy.
+    ours = CaptionPipeline(nlp)
+    stock = spacy.load(MODEL, exclude=["ner"])
+    texts = TRICKY + [
+        "A young man riding a red bike down the street.",
+        "Three women holding umbrellas near some benches",
+        "A plate of food with broccoli, rice and a fork on a wooden table.",
+    ]
+    for a, b in zip(stock.pipe(texts), ours.pipe(texts)):
+        assert [(t.tag_, t.pos_, t.dep_, t.head.i, t.lemma_, str(t.morph)) for t in a] == [
+            (t.tag_, t.pos_, t.dep_, t.head.i, t.lemma_, str(t.morph)) for t in b
+        ], a.text
+
+
+def test_blas_is_held_to_one_thread_and_restored():
+    import numpy as np
+
+    from tag2text.processing.mining.numpy_blas import _openblas_controls, single_threaded_blas
+
+    controls = _openblas_controls()
+    if "openblas" in str(np.__config__.CONFIG["Build Dependencies"]["blas"].get("name", "")).lower():
+        assert controls, "NumPy uses OpenBLAS, so its thread control must be found"
+    before = [get() for get, _ in controls]
+    with single_threaded_blas():
+        assert [get() for get, _ in controls] == [1] * len(controls)
+    assert [get() for get, _ in controls] == before
+
+
 def test_compiled_ruler_rule_order_and_pattern_forms():
     nlp = spacy.blank("en")
     ruler = nlp.add_pipe("attribute_ruler")

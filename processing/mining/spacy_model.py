@@ -134,15 +134,22 @@ class CaptionPipeline:
     after it (the lemmatizer) run per document, as ``nlp.pipe`` would run them. If the ruler
     cannot be compiled, the pipeline runs unchanged.
 
+    With ``numpy_blas`` the models' matrix products go through NumPy's BLAS on one thread
+    (see :mod:`.numpy_blas`); this changes the shared ``nlp`` object.
+
     Args:
         nlp: from :func:`load_spacy_model`.
         fast_attribute_ruler: set False to run spaCy's own attribute ruler.
+        numpy_blas: set False to keep thinc's BLIS matrix products.
     """
 
-    def __init__(self, nlp, fast_attribute_ruler: bool = True):
+    def __init__(self, nlp, fast_attribute_ruler: bool = True, numpy_blas: bool = True):
         from .fast_attribute_ruler import compile_attribute_ruler
+        from .numpy_blas import use_numpy_blas
 
         self.nlp = nlp
+        if numpy_blas:
+            use_numpy_blas(nlp)
         self._ruler = None
         self._deferred: list[str] = []
         names = list(nlp.pipe_names)
@@ -161,13 +168,19 @@ class CaptionPipeline:
         return doc
 
     def __call__(self, text: str):
-        if self._ruler is None:
-            return self.nlp(text)
-        return self._finish(self.nlp(text, disable=self._deferred))
+        from .numpy_blas import single_threaded_blas
+
+        with single_threaded_blas():
+            if self._ruler is None:
+                return self.nlp(text)
+            return self._finish(self.nlp(text, disable=self._deferred))
 
     def pipe(self, texts, batch_size: int = 256):
-        if self._ruler is None:
-            yield from self.nlp.pipe(texts, batch_size=batch_size)
-            return
-        for doc in self.nlp.pipe(texts, batch_size=batch_size, disable=self._deferred):
-            yield self._finish(doc)
+        from .numpy_blas import single_threaded_blas
+
+        with single_threaded_blas():
+            if self._ruler is None:
+                yield from self.nlp.pipe(texts, batch_size=batch_size)
+                return
+            for doc in self.nlp.pipe(texts, batch_size=batch_size, disable=self._deferred):
+                yield self._finish(doc)
