@@ -787,11 +787,21 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             encoder_hidden_states=encoder_hidden_states,
             **generate_kwargs,
         )
+        sequences = outputs.sequences if isinstance(outputs, ModelOutput) else outputs
+        self._pad_after_eos(sequences, prompt_ids.shape[1])
         if isinstance(outputs, ModelOutput):
             outputs["tags"] = used_tag_names
             outputs["tag_ids"] = used_tag_ids
             outputs["tag_logits"] = tag_logits
         return outputs
+
+    def _pad_after_eos(self, sequences, prompt_length: int) -> None:
+        """Fill what follows each row's first [SEP] with [PAD]; transformers' beam search fills with the eos id
+        when pad_token_id is 0 (a falsy id)."""
+        text = self.config.text_config
+        generated = sequences[:, prompt_length:]
+        after_eos = (generated == text.eos_token_id).long().cumsum(dim=1) - (generated == text.eos_token_id).long()
+        generated.masked_fill_(after_eos > 0, text.pad_token_id)
 
     def _generate_original_beams(self, encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs):
         supported = {"num_beams", "max_length", "min_length", "repetition_penalty", "max_new_tokens"}
