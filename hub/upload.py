@@ -15,7 +15,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PAYLOAD_FILES = ("configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py")
+PAYLOAD_FILES = (
+    "configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py", "generation_original.py"
+)
 PIPELINE_FILE = "pipeline_tag2text.py"
 PROCESSOR_FILES = ("processor_config.json",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
