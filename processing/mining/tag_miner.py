@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sized
 
@@ -26,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 256
 # Below this many captions per process, starting and feeding a worker costs more than it saves
-# (measured on 2 cores: forking a worker that already holds the model takes ~50 ms, and each
-# worker parses ~700 captions/s).
+# (forking a worker that already holds the model takes ~50 ms; one worker parses ~1,000
+# captions/s on the 2-core machine this was measured on).
 MIN_CAPTIONS_PER_PROCESS = 500
 
 
@@ -38,12 +39,37 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def choose_num_processes(num_captions: int | None, requested: int | None = None) -> int:
+def _cpu_times() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + (fields[4] if len(fields) > 4 else 0), sum(fields[:8])
+
+
+def idle_cpus(window: float = 0.1) -> float | None:
+    """How many CPUs were idle over the last ``window`` seconds (Linux; ``None`` elsewhere)."""
+    first = _cpu_times()
+    if first is None:
+        return None
+    time.sleep(window)
+    second = _cpu_times()
+    if second is None or second[1] <= first[1]:
+        return None
+    cpus = os.cpu_count() or 1
+    return cpus * (second[0] - first[0]) / (second[1] - first[1])
+
+
+def choose_num_processes(num_captions: int | None, requested: int | None = None, idle: float | None = -1.0) -> int:
     """How many processes to parse with.
 
     An explicit ``requested`` count is honoured (never more processes than captions). Otherwise
-    one process per ``MIN_CAPTIONS_PER_PROCESS`` captions, up to the available CPUs; one when
-    the number of captions is unknown (a stream) - pass ``requested`` to parallelise streams.
+    one process per ``MIN_CAPTIONS_PER_PROCESS`` captions, up to the available CPUs and to the
+    CPUs idle right now (``idle``; measured when left at its default): on a machine busy with
+    other work, extra workers only compete for the same cores and are slower than one. One
+    process when the number of captions is unknown (a stream); pass ``requested`` to
+    parallelise streams.
     """
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
@@ -53,7 +79,14 @@ def choose_num_processes(num_captions: int | None, requested: int | None = None)
         return requested
     if num_captions is None:
         return 1
-    return max(1, min(available_cpus(), num_captions // MIN_CAPTIONS_PER_PROCESS))
+    by_size = min(available_cpus(), num_captions // MIN_CAPTIONS_PER_PROCESS)
+    if by_size <= 1:
+        return 1
+    if idle == -1.0:
+        idle = idle_cpus()
+    if idle is not None:
+        by_size = min(by_size, max(1, int(idle + 0.5)))
+    return by_size
 
 
 def _unique(items):
@@ -226,6 +259,8 @@ class TagMiner:
             total = len(captions)
         # Arguments are checked here, before the first result is asked for.
         processes = choose_num_processes(total, n_process)
+        if n_process is None and total is not None and total >= 2 * MIN_CAPTIONS_PER_PROCESS:
+            logger.info("%d captions: parsing with %d process(es) (%d CPUs)", total, processes, available_cpus())
         if processes > 1 and total is not None:
             chunk_size = min(2000, max(64, -(-total // (processes * 4))))
         else:
