@@ -37,6 +37,9 @@ class ModelArguments:
         "help": "Probability threshold of every tag in the trained model (default: the config's)."})
     image_size: Optional[int] = field(default=None, metadata={
         "help": "Input resolution of a new model (default: the config's)."})
+    scratch_init: bool = field(default=False, metadata={
+        "help": "For a new model trained from scratch: small tag queries and sine-cosine position embeddings "
+                "instead of the released initialisation (learns much faster when small; see model_setup)."})
 
 
 @dataclass
@@ -64,7 +67,12 @@ class DataArguments:
     eval_tasks: str = field(default="tagging,captioning,retrieval", metadata={
         "help": "Task metrics computed at each evaluation ('' for losses only)."})
     eval_num_beams: Optional[int] = field(default=None, metadata={"help": "Beams for evaluation captions."})
+    eval_meteor: bool = field(default=False, metadata={
+        "help": "Compute METEOR in evaluations during training (needs Java, ~15 s each; tag2text evaluate does)."})
     itm_rerank_k: int = field(default=16, metadata={"help": "Retrieval candidates re-ranked by ITM per query."})
+    calibrate_thresholds: bool = field(default=False, metadata={
+        "help": "After training, set per-class tag thresholds that maximise F1 on --eval-dir and save them with "
+                "the model (use a validation split: metrics on the same split are then optimistic)."})
 
     def augmentation_config(self) -> AugmentationConfig:
         if not self.augment:

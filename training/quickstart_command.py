@@ -21,10 +21,12 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# A model between the "tiny" preset (32 px, for tests) and useful sizes: 64 px input, 64-wide text.
+# A model between the "tiny" preset (32 px, for tests) and useful sizes: 64 px input, 8 px patches, 64-wide text.
+# Absolute position embeddings: Swin's relative position bias alone cannot tell the left half from the right.
 QUICKSTART_ARCHITECTURE = {
-    "vision_config": {"model_type": "swin", "image_size": 64, "patch_size": 4, "embed_dim": 32, "depths": [2, 2],
-                      "num_heads": [2, 4], "window_size": 4, "drop_path_rate": 0.0, "layer_norm_eps": 1e-5},
+    "vision_config": {"model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 48, "depths": [2, 2],
+                      "num_heads": [2, 4], "window_size": 4, "drop_path_rate": 0.0, "layer_norm_eps": 1e-5,
+                      "use_absolute_embeddings": True},
     "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
                     "max_position_embeddings": 64, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
     "tagging_config": {"num_hidden_layers": 2, "num_attention_heads": 2},
@@ -107,7 +109,7 @@ def run_quickstart(args) -> dict:
     from .evaluation import Tag2TextEvaluator
     from .report import contact_sheet, plot_losses
     from .synthetic import generate_dataset, read_ground_truth, write_split
-    from .train_command import prepare_training, run_training
+    from .train_command import calibrate_thresholds, prepare_training, run_training
 
     started = time.monotonic()
     output = Path(args.output_dir)
@@ -122,7 +124,7 @@ def run_quickstart(args) -> dict:
     config_path.write_text(json.dumps(QUICKSTART_ARCHITECTURE, indent=2))
 
     model_dir = output / "model"
-    model_args = ModelArguments(model_config=str(config_path), tokenizer="from-captions")
+    model_args = ModelArguments(model_config=str(config_path), tokenizer="from-captions", scratch_init=True)
     data_args = DataArguments(train_dir=str(data["train"]), eval_dir=str(val_dir), augment=False, shuffle_tags=True,
                               eval_tasks="")
     eval_every = max(args.max_steps // 6, 1)
@@ -149,6 +151,9 @@ def run_quickstart(args) -> dict:
     prepared = time.monotonic()
     setup = prepare_training(model_args, data_args, training_args, callbacks=[budget])
     summary = run_training(setup)
+    # Thresholds from the validation split (never the test split), saved with the model.
+    thresholds = calibrate_thresholds(setup)
+    setup.trainer.save_model(str(model_dir))
     trained = time.monotonic()
 
     evaluator = Tag2TextEvaluator(setup.processor, batch_size=50, meteor=True if args.meteor else False,
@@ -186,6 +191,7 @@ def run_quickstart(args) -> dict:
         "seconds": {"data_and_setup": round(prepared - started, 1), "training": round(trained - prepared, 1),
                     "evaluation": round(finished - trained, 1), "total": round(finished - started, 1)},
         "tag_list": list(setup.tag_list.names),
+        "tag_thresholds": {setup.tag_list.names[i]: round(t, 3) for i, t in thresholds.items()},
         "train_summary": {k: summary[k] for k in ("world_size", "itc_global_batch_size", "loss_weights",
                                                   "tag_loss_scale", "global_step")},
         "plots": [str(p) for p in plots],

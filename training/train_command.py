@@ -119,7 +119,8 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
     with training_args.main_process_first(desc="building the tokenizer"):
         texts = None
         if model_args.tokenizer == FROM_CAPTIONS:
-            texts = _captions_of(train_dataset) + list(tag_list.names)
+            # The decoder prompt ("a picture of") must be spelled with real tokens too, not [UNK].
+            texts = _captions_of(train_dataset) + list(tag_list.names) + [Tag2TextConfig().prompt]
             if isinstance(train_dataset, WebDatasetSource):
                 raise ValueError("--tokenizer from-captions needs map-style training data, not webdataset shards")
         tokenizer = load_tokenizer(model_args.tokenizer, model_args.init_from, texts, work_dir=output)
@@ -148,6 +149,7 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         evaluator = Tag2TextEvaluator(processor, batch_size=training_args.per_device_eval_batch_size,
                                       max_samples=data_args.max_eval_samples, tasks=tasks,
                                       generate_kwargs=generate_kwargs, itm_rerank_k=data_args.itm_rerank_k,
+                                      meteor=None if data_args.eval_meteor else False,
                                       progress=training_args.process_index == 0)
     trainer = Tag2TextTrainer(
         model=model,
@@ -170,7 +172,10 @@ def run_training(setup: TrainingSetup) -> dict:
     """Train (resuming if asked), save the final model, evaluate; returns the summary."""
     trainer, args = setup.trainer, setup.training_args
     result = trainer.train(resume_from_checkpoint=_resume_value(args.resume_from_checkpoint))
+    if getattr(setup.data_args, "calibrate_thresholds", False):
+        calibrate_thresholds(setup)
     trainer.save_model(args.output_dir)
+    trainer.save_state()  # trainer_state.json with the log history beside the model
     summary = trainer.run_summary()
     summary.update({"train_metrics": result.metrics, "num_tags": len(setup.tag_list),
                     "image_load_failures_detail": setup.collator.image_loader.summary()})
@@ -181,6 +186,23 @@ def run_training(setup: TrainingSetup) -> dict:
     if trainer.is_world_process_zero():
         Path(args.output_dir, "train_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def calibrate_thresholds(setup: TrainingSetup, records=None) -> dict:
+    """Per-class thresholds maximising F1 on ``records`` (default: the evaluation data), set in the model's
+    config (saved with it). Every process computes the same thresholds from the same data."""
+    from .evaluation import Tag2TextEvaluator
+
+    records = records if records is not None else setup.eval_dataset
+    if records is None:
+        raise ValueError("--calibrate-thresholds needs --eval-dir (a validation split)")
+    evaluator = Tag2TextEvaluator(setup.processor, batch_size=setup.training_args.per_device_eval_batch_size,
+                                  max_samples=setup.data_args.max_eval_samples, progress=False)
+    model = setup.trainer.accelerator.unwrap_model(setup.trainer.model)
+    was_training = model.training
+    thresholds = evaluator.calibrate_thresholds(model, records)
+    model.train(was_training)
+    return thresholds
 
 
 def run(args) -> int:
