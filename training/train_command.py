@@ -124,6 +124,11 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
             if isinstance(train_dataset, WebDatasetSource):
                 raise ValueError("--tokenizer from-captions needs map-style training data, not webdataset shards")
         tokenizer = load_tokenizer(model_args.tokenizer, model_args.init_from, texts, work_dir=output)
+    # Seed before the model is built: its random initialisation must be the same in every run (and every
+    # process) with the same --seed, or a resumed or distributed run starts from other weights.
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
     model, processor = build_model_and_processor(model_args, tag_list, tokenizer)
 
     if training_args.process_index == 0:
