@@ -4,8 +4,9 @@
 * Captioning: generated captions (the model's own predicted tags, the model's generation defaults unless
   overridden) against all reference captions (BLEU-1..4, METEOR where Java exists, ROUGE-L, CIDEr).
 * Retrieval as BLIP evaluates it: every image against every caption by ITC similarity, then the top ``k``
-  candidates of each query re-ranked by ITM (score = ITM match probability + ITC similarity; the rest keep a
-  score far below). R@1/5/10 both ways.
+  candidates of each query re-ranked by ITM (score = ITM "match" logit + ITC cosine similarity, as BLIP's
+  ``evaluation``; the rest keep a score far below). R@1/5/10 both ways; ``retrieval_itc_*`` holds the ITC-only
+  ranking.
 
 Used by ``tag2text evaluate``, by the Trainer's evaluation (:class:`~.trainer.Tag2TextTrainer`) and by the
 quickstart.
@@ -223,7 +224,7 @@ class Tag2TextEvaluator:
         return scores
 
     def _rerank(self, model, sim, itm_ids, mask, image_embeds, k, image_queries: bool):
-        """Scores with each query's top-k candidates replaced by ITM probability + ITC similarity."""
+        """Scores with each query's top-k candidates replaced by ITM match logit + ITC similarity (BLIP)."""
         device = model.device
         k = min(k, sim.shape[1])
         top_sim, top_index = sim.topk(k, dim=1)
@@ -236,7 +237,7 @@ class Tag2TextEvaluator:
             stop = start + pairs_per_call
             logits = model.get_itm_logits(itm_ids[texts[start:stop]].to(device), mask[texts[start:stop]].to(device),
                                           image_embeds[images[start:stop]].to(device))
-            match.append(torch.softmax(logits.float(), dim=-1)[:, 1].cpu())
+            match.append(logits.float()[:, 1].cpu())
         scores = torch.full_like(sim, _BELOW_RERANKED)
         scores.scatter_(1, top_index, torch.cat(match).view(-1, k) + top_sim)
         return scores

@@ -21,11 +21,13 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-# A model between the "tiny" preset (32 px, for tests) and useful sizes: 64 px input, 8 px patches, 64-wide text.
-# Absolute position embeddings: Swin's relative position bias alone cannot tell the left half from the right.
+# A model between the "tiny" preset (32 px, for tests) and useful sizes: 64 px input, a 3-stage Swin on 4 px
+# patches (measured: 2 stages or 8 px patches learn colours, sizes and positions but barely the objects' shapes
+# in the time budget), 64-wide text. Absolute position embeddings: Swin's relative position bias alone cannot
+# tell the left half from the right.
 QUICKSTART_ARCHITECTURE = {
-    "vision_config": {"model_type": "swin", "image_size": 64, "patch_size": 8, "embed_dim": 48, "depths": [2, 2],
-                      "num_heads": [2, 4], "window_size": 4, "drop_path_rate": 0.0, "layer_norm_eps": 1e-5,
+    "vision_config": {"model_type": "swin", "image_size": 64, "patch_size": 4, "embed_dim": 32, "depths": [2, 2, 2],
+                      "num_heads": [2, 4, 8], "window_size": 4, "drop_path_rate": 0.0, "layer_norm_eps": 1e-5,
                       "use_absolute_embeddings": True},
     "text_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128,
                     "max_position_embeddings": 64, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
@@ -41,10 +43,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--val-images", type=int, default=200, help="held-out images for the loss curves")
     parser.add_argument("--test-images", type=int, default=100, help="held-out images of the final evaluation")
-    parser.add_argument("--max-steps", type=int, default=1500)
+    parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument("--loss-weights", default="tag=2,lm=1,itc=0.5,itm=0.5",
+                        help="weights of the four losses (tagging twice the others: with equal weights the "
+                             "shared vision tower learned the objects' shapes far more slowly, measured)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--time-budget-minutes", type=float, default=7.0,
+    parser.add_argument("--learning-rate", type=float, default=1e-3)  # 2e-3 stalled the shape features
+    parser.add_argument("--time-budget-minutes", type=float, default=7.5,
                         help="stop training early (with a warning) when it has run this long")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--meteor", action="store_true", help="also compute METEOR (Java; ~15 s more)")
@@ -145,7 +150,10 @@ def run_quickstart(args) -> dict:
         report_to="none",
         seed=args.seed,
         dataloader_num_workers=0,
-        tag_loss_scale="lm",
+        # Summed ASL over the batch size: the released rescaling to the LM loss learned tags more slowly here
+        # (tag mAP 73 against 84 after 2,400 steps, measured).
+        tag_loss_scale="batch",
+        loss_weights=args.loss_weights,
     )
     budget = _time_budget_callback(args.time_budget_minutes * 60)
     prepared = time.monotonic()

@@ -53,32 +53,32 @@ class TagList:
         return len(self.names)
 
     def write(self, path: str | os.PathLike) -> Path:
-        """``path`` gets one tag a line; ``<stem>.types.json`` beside it keeps types and counts."""
+        """``path`` gets one tag a line; with types known, the tag miner's ``<stem>.counts.json`` sidecar keeps
+        types and counts (the miner reads the types back when it matches captions to the list)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(self.names) + "\n", encoding="utf-8")
-        if self.types is not None or self.counts is not None:
-            side = {"types": self.types, "counts": self.counts}
-            path.with_name(path.stem + ".types.json").write_text(json.dumps(side), encoding="utf-8")
+        if self.types is None:
+            path.write_text("\n".join(self.names), encoding="utf-8")
+            return path
+        from ..processing.mining.tag_list_builder import TagEntry, write_tag_list
+
+        counts = self.counts or [0] * len(self.names)
+        write_tag_list([TagEntry(n, t, int(c)) for n, t, c in zip(self.names, self.types, counts)], path)
         return path
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "TagList":
+        """A tag list file (one tag a line); types from its sidecar, or the official list's known layout."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"--tag-list {path}: no such file")
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        while names and not names[-1]:
-            names.pop()
-        empty = [i + 1 for i, name in enumerate(names) if not name]
-        if empty:
-            raise ValueError(f"--tag-list {path}: empty tag on line {empty[0]}")
-        types = counts = None
-        side = path.with_name(path.stem + ".types.json")
-        if side.is_file():
-            data = json.loads(side.read_text(encoding="utf-8"))
-            types, counts = data.get("types"), data.get("counts")
-        return cls(names, types, counts)
+        from ..processing.mining.tag_vocabulary import TagVocabulary
+
+        try:
+            vocabulary = TagVocabulary.from_file(path)
+        except ValueError as error:
+            raise ValueError(f"--tag-list {path}: {error}") from None
+        return cls(list(vocabulary.tags), vocabulary.types)
 
 
 def _fingerprint(*parts) -> str:
@@ -161,38 +161,42 @@ class CaptionTagger:
 
 
 def build_tag_list(typed_per_sample: list[list[list[list[str]]]], max_tags: int | None = None,
-                   min_count: int = 1) -> TagList:
-    """A tag list from mined captions: tags counted once per sample (image), kept when seen in at least
-    ``min_count`` samples, the ``max_tags`` most frequent, ordered objects, actions, attributes (as the
-    official list), most frequent first within each type.
+                   min_count: int = 1, minority_share: float = 0.25) -> TagList:
+    """A tag list from mined captions with the tag miner's counting and selection (caption frequency of each
+    ``(tag, type)``, top K, ordered objects, actions, attributes as the official list).
+
+    A string mined under two types counts under its majority type unless the other type holds at least
+    ``minority_share`` of its mentions: a parser's occasional slip ("purple" read as a noun) should not split
+    one visual fact into two classes.
 
     Args:
         typed_per_sample: per sample, per caption ``[objects, actions, attributes]`` (from
             :meth:`CaptionTagger.mine_typed`).
+        max_tags: keep at most this many (default: all).
+        min_count: keep tags seen in at least this many captions.
     """
-    counts: Counter = Counter()
-    type_votes: dict[str, Counter] = {}
-    for captions in typed_per_sample:
-        seen = set()
-        for typed in captions:
-            for tag_type, tags in zip(TYPE_ORDER, typed):
-                for tag in tags:
-                    seen.add(tag)
-                    type_votes.setdefault(tag, Counter())[tag_type] += 1
-        counts.update(seen)
-    # A string mined under two types (a colour parsed as a noun now and then) is one tag of its majority type:
-    # the parser's occasional mistake should not split an image-level fact into two classes.
-    counts = Counter({(tag, type_votes[tag].most_common(1)[0][0]): n for tag, n in counts.items()})
-    kept = [(key, n) for key, n in counts.items() if n >= min_count]
-    kept.sort(key=lambda item: (-item[1], item[0][0], item[0][1]))
-    if max_tags is not None:
-        kept = kept[: int(max_tags)]
-    if not kept:
+    from ..processing.mining.tag_list_builder import count_tags, select_tags
+
+    results = [{"objects": c[0], "actions": c[1], "attributes": c[2]} for captions in typed_per_sample for c in captions]
+    counts = count_tags(results, count_compound_heads=False)
+    by_string: dict[str, Counter] = {}
+    for (tag, tag_type), n in counts.items():
+        by_string.setdefault(tag, Counter())[tag_type] = n
+    folded: Counter = Counter()
+    for tag, types in by_string.items():
+        majority, _ = types.most_common(1)[0]
+        total = sum(types.values())
+        for tag_type, n in types.items():
+            keep = tag_type == majority or n >= minority_share * total
+            folded[(tag, tag_type if keep else majority)] += n
+    if not folded:
+        raise ValueError("no tag was mined from the captions; give a --tag-list or tags in the data")
+    entries = select_tags(folded, top_k=int(max_tags) if max_tags else len(folded), min_count=min_count)
+    if not entries:
         raise ValueError(
             f"no tag was mined from the captions at least {min_count} times; give a --tag-list or tags in the data"
         )
-    kept.sort(key=lambda item: (TYPE_ORDER.index(item[0][1]), -item[1], item[0][0]))
-    return TagList([k[0] for k, _ in kept], [k[1] for k, _ in kept], [n for _, n in kept])
+    return TagList([e.tag for e in entries], [e.type for e in entries], [e.count for e in entries])
 
 
 def typed_to_ids(typed: list[list[str]], tag_list: TagList) -> list[int]:
