@@ -309,6 +309,44 @@ class Tag2TextTrainer(Trainer):
             metrics = holder[0]
         return metrics
 
+    # -- checkpoints ------------------------------------------------------------------------------------------
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if not self._reload_weights(resume_from_checkpoint, model if model is not None else self.model):
+            super()._load_from_checkpoint(resume_from_checkpoint, model=model)
+
+    def _load_best_model(self):
+        if not self._reload_weights(self.state.best_model_checkpoint, self.model):
+            super()._load_best_model()
+
+    def _reload_weights(self, checkpoint, model) -> bool:
+        """Load a checkpoint's weights the way ``from_pretrained`` does; False where the Trainer's own loading
+        applies (DeepSpeed, FSDP, SageMaker, or a checkpoint that is not a saved Tag2Text model).
+
+        The Trainer reloads with a plain, non-strict ``load_state_dict``. transformers' Swin saves its attention
+        weights under their legacy names (``attention.self.query``) and maps them back only in
+        ``from_pretrained``, so the plain load silently kept the vision tower's initial weights on resume.
+        """
+        from transformers import PreTrainedModel
+        from transformers.utils import is_sagemaker_mp_enabled
+
+        if self.is_deepspeed_enabled or self.is_fsdp_enabled or is_sagemaker_mp_enabled() or checkpoint is None:
+            return False
+        model = self.accelerator.unwrap_model(model)
+        if not isinstance(model, PreTrainedModel):
+            return False
+        directory = os.fspath(checkpoint)
+        if not any(os.path.isfile(os.path.join(directory, name))
+                   for name in ("model.safetensors", "model.safetensors.index.json")):
+            return False
+        dtype = next(model.parameters()).dtype
+        reloaded = type(model).from_pretrained(directory, dtype=dtype)
+        # strict: every tensor of the model must come from the checkpoint (tied ones appear under both names)
+        model.load_state_dict(reloaded.state_dict(), strict=True)
+        del reloaded
+        logger.info("loaded the weights of %s", directory)
+        return True
+
     # -- summary ----------------------------------------------------------------------------------------------
 
     def run_summary(self) -> dict:
