@@ -5,7 +5,7 @@ and decoder; BLIP: ViT-B/16 384, BERT-base decoder), see the same 384 px images 
 number of tokens (beam 3, min_length = max_length = 30). Each configuration runs in a fresh process so that
 peak resident memory (VmHWM) belongs to it alone.
 
-    python benchmarks/inference.py [--batch-sizes 1 8] [--dtypes float32 bfloat16] [--repeats 2]
+    python benchmarks/inference.py [--batch-sizes 1 8] [--dtypes float32 bfloat16 bfloat16-weights] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def _run_one(name, batch_size, dtype, repeats):
 
     model = _build(name)
     pixel_values = torch.randn(batch_size, 3, 384, 384)
+    if dtype == "bfloat16-weights":  # the whole model cast to bf16 (what `tag2text caption --dtype bfloat16` does)
+        model, pixel_values = model.to(torch.bfloat16), pixel_values.to(torch.bfloat16)
     kwargs = dict(num_beams=3, max_length=30, min_length=30)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     times = []
@@ -80,6 +82,18 @@ def _run_one(name, batch_size, dtype, repeats):
             "tag_probs": tags}
 
 
+def _matmul_tflops(dtype, n: int = 2048, repeats: int = 3) -> float:
+    """This machine's dense matrix-multiply rate, to read the absolute timings against."""
+    import torch
+
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
 def _spawn(name, batch_size, dtype, repeats):
     code = (
         "import json, sys; sys.path.insert(0, %r); import inference as b; "
@@ -94,30 +108,33 @@ def _spawn(name, batch_size, dtype, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16", "bfloat16-weights"],
+                        choices=["float32", "bfloat16", "bfloat16-weights"],
+                        help="bfloat16: fp32 weights under bf16 autocast; bfloat16-weights: the model cast to bf16")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     import torch
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul 2048x2048: "
+          f"{_matmul_tflops(torch.float32):.2f} TFLOP/s float32, {_matmul_tflops(torch.bfloat16):.2f} TFLOP/s bfloat16")
     rows = []
     for dtype in args.dtypes:
         for batch_size in args.batch_sizes:
             t2t = _spawn("tag2text", batch_size, dtype, args.repeats)
             blip = _spawn("blip", batch_size, dtype, args.repeats)
             rows.append((dtype, batch_size, t2t, blip))
-    header = f"{'dtype':9} {'batch':>5} {'tag2text s/img':>15} {'blip s/img':>11} {'ratio':>6} " \
+    header = f"{'dtype':16} {'batch':>5} {'tag2text s/img':>15} {'blip s/img':>11} {'ratio':>6} " \
              f"{'tag2text MB':>12} {'blip MB':>8} {'tokens':>7}"
     print(header)
     print("-" * len(header))
     for dtype, batch_size, t2t, blip in rows:
         ratio = t2t["seconds_per_image"] / blip["seconds_per_image"]
-        print(f"{dtype:9} {batch_size:>5} {t2t['seconds_per_image']:>15.3f} {blip['seconds_per_image']:>11.3f} "
+        print(f"{dtype:16} {batch_size:>5} {t2t['seconds_per_image']:>15.3f} {blip['seconds_per_image']:>11.3f} "
               f"{ratio:>6.2f} {t2t['peak_rss_mb']:>12.0f} {blip['peak_rss_mb']:>8.0f} "
               f"{t2t['tokens']}/{blip['tokens']:>3}")
     fp32 = {b: t for d, b, t, _ in rows if d == "float32"}
     for dtype, batch_size, t2t, _ in rows:
-        if dtype != "bfloat16" or batch_size not in fp32:
+        if not dtype.startswith("bfloat16") or batch_size not in fp32:
             continue
         import numpy as np
 
@@ -125,7 +142,7 @@ def main():
         at_threshold = ((a > 0.68) == (b > 0.68)).mean()
         median = np.median(a, axis=1, keepdims=True)
         at_median = ((a > median) == (b > median)).mean()
-        print(f"bf16 vs fp32 tag decisions, batch {batch_size}: {at_threshold:.4%} agree at 0.68 "
+        print(f"{dtype} vs fp32 tag decisions, batch {batch_size}: {at_threshold:.4%} agree at 0.68 "
               f"({(a > 0.68).mean():.1%} positive), {at_median:.4%} at each image's median probability")
 
 

@@ -61,6 +61,36 @@ def extended_self_attention_mask(
     return (1.0 - mask) * SELF_ATTENTION_MASK_VALUE
 
 
+class Tag2TextLinear(nn.Linear):
+    """``nn.Linear`` with a faster layout for the few rows of a decoding step on the CPU in float32.
+
+    A decoding step multiplies a handful of rows (batch x beams) by every weight matrix. CPU BLAS computes
+    ``x @ W^T`` with few rows of ``x`` several times more slowly than the same product laid out as ``W @ x^T``
+    (measured on a 2-core x86 machine: 768x3072 weights, 3 rows, about 3x; ``benchmarks/inference.py``:
+    20% less time per image at batch 1). Only inference on the CPU in float32 outside autocast takes that
+    path (under bf16 autocast it is slower); parameters and state-dict keys are those of ``nn.Linear``.
+    """
+
+    max_rows_transposed = 32
+
+    def forward(self, input):
+        if (
+            input.device.type != "cpu"
+            or input.dtype != torch.float32
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")
+            or input.numel() > self.max_rows_transposed * input.shape[-1]
+            or input.numel() == 0
+        ):
+            return nn.functional.linear(input, self.weight, self.bias)
+        rows = input.reshape(-1, input.shape[-1]).t()
+        if self.bias is None:
+            output = self.weight @ rows
+        else:
+            output = torch.addmm(self.bias[:, None], self.weight, rows)
+        return output.t().reshape(*input.shape[:-1], self.out_features)
+
+
 class Tag2TextTextEmbeddings(nn.Module):
     """Word plus absolute position embeddings, LayerNorm, dropout (no token types)."""
 
@@ -93,9 +123,9 @@ class Tag2TextAttentionProjections(nn.Module):
         super().__init__()
         self.config = config
         self.num_attention_heads = config.num_attention_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(key_value_width, config.hidden_size)
-        self.value = nn.Linear(key_value_width, config.hidden_size)
+        self.query = Tag2TextLinear(config.hidden_size, config.hidden_size)
+        self.key = Tag2TextLinear(key_value_width, config.hidden_size)
+        self.value = Tag2TextLinear(key_value_width, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.is_cross_attention = is_cross_attention
         self.is_causal = False  # masks are always passed explicitly
@@ -156,7 +186,7 @@ class Tag2TextResidualOutput(nn.Module):
 
     def __init__(self, config, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.dense = Tag2TextLinear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -181,7 +211,7 @@ class Tag2TextAttention(nn.Module):
 class Tag2TextIntermediate(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = Tag2TextLinear(config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -323,7 +353,7 @@ class Tag2TextTextModel(nn.Module):
 class Tag2TextPredictionHeadTransform(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Tag2TextLinear(config.hidden_size, config.hidden_size)
         self.transform_act_fn = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -336,7 +366,7 @@ class Tag2TextLMPredictionHead(nn.Module):
         super().__init__()
         self.transform = Tag2TextPredictionHeadTransform(config)
         # Output weights are tied to the input word embeddings; the bias is a separate parameter.
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = Tag2TextLinear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden_states):

@@ -285,3 +285,28 @@ def test_resize_token_embeddings_resizes_encoder_decoder_and_head(model):
 def test_bad_pixel_values_are_rejected(model):
     with pytest.raises(ValueError, match="pixel_values must be"):
         model.get_image_embeddings(torch.zeros(3, 32, 32))
+
+
+def test_text_linear_decoding_layout_equals_a_plain_linear():
+    """The CPU float32 inference path of the text layers multiplies W @ x^T for few rows; it must give
+    nn.Linear's numbers, and training (grad on) and many rows must take the ordinary path."""
+    from tag2text.modeling_tag2text_text import Tag2TextLinear
+
+    torch.manual_seed(0)
+    layer = Tag2TextLinear(48, 80)
+    few = torch.randn(3, 1, 48)
+    with torch.no_grad():
+        fast = layer(few)
+        transposed = torch.addmm(layer.bias[:, None], layer.weight, few.reshape(3, 48).t()).t().reshape(3, 1, 80)
+        reference = few @ layer.weight.t() + layer.bias
+        many = torch.randn(40, 48)
+        assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
+    assert fast.shape == (3, 1, 80)
+    assert torch.equal(fast, transposed)  # the few-rows path was taken
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    trained = layer(few)
+    assert trained.requires_grad and torch.equal(trained.detach(), nn.functional.linear(few, layer.weight, layer.bias))
+    no_bias = Tag2TextLinear(48, 80, bias=False)
+    with torch.no_grad():
+        torch.testing.assert_close(no_bias(few), few @ no_bias.weight.t(), rtol=1e-5, atol=1e-5)
+    assert list(layer.state_dict()) == ["weight", "bias"]
