@@ -11,7 +11,7 @@ fresh process, so that its peak resident memory (VmHWM, or the peak CUDA allocat
 
 The overhead ratio is trainer time per step over plain time per step (target: at most 1.1).
 
-    python benchmarks/training.py [--sizes tiny quickstart released] [--steps 20] [--warmup 3] [--json out.json]
+    python benchmarks/training.py [--sizes tiny quickstart released] [--rounds 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -209,15 +209,25 @@ def _in_fresh_process(size, mode) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", nargs="+", default=["tiny", "quickstart", "released"], choices=sorted(SIZES))
+    parser.add_argument("--rounds", type=int, default=2, help="fresh processes per mode, alternating the modes")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
     rows = []
     for size in args.sizes:
-        for mode in ("plain", "trainer", "plain+ckpt"):
-            row = _in_fresh_process(size, mode)
-            rows.append(row)
-            print(f"# {size:10s} {mode:11s} {row['seconds_per_step'] * 1000:9.1f} ms/step  "
-                  f"{row['peak_memory_mb']:8.0f} MB", file=sys.stderr, flush=True)
+        # Rounds alternate the modes so that a slow spell of a shared machine hits them alike; the fastest
+        # round counts (the released size runs one round: a round takes minutes on a CPU).
+        rounds = 1 if size == "released" else args.rounds
+        runs = {mode: [] for mode in ("plain", "trainer", "plain+ckpt")}
+        for _ in range(rounds):
+            for mode in runs:
+                row = _in_fresh_process(size, mode)
+                runs[mode].append(row)
+                print(f"# {size:10s} {mode:11s} {row['seconds_per_step'] * 1000:9.1f} ms/step  "
+                      f"{row['peak_memory_mb']:8.0f} MB", file=sys.stderr, flush=True)
+        for mode, results in runs.items():
+            best = dict(min(results, key=lambda r: r["seconds_per_step"]))
+            best["peak_memory_mb"] = max(r["peak_memory_mb"] for r in results)
+            rows.append(best)
     print("| size | params (M) | batch | device | plain samples/s | Trainer samples/s | Trainer/plain time "
           "| peak MB plain | peak MB Trainer | peak MB plain + grad. ckpt | ckpt saves |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
