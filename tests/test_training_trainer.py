@@ -284,12 +284,20 @@ def _row_loss(images, texts, start, stop):
     return (torch.nn.functional.cross_entropy(sim, targets) + torch.nn.functional.cross_entropy(sim_t, targets)) / 2
 
 
-def test_two_gloo_processes_train_together_on_the_global_itc_batch(data, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+def test_two_gloo_processes_train_together_on_the_global_itc_batch(data, tmp_path, launcher):
     out = tmp_path / "ddp"
     argv = _train_argv(data, out, "--max-steps", "3", "--logging-steps", "1", "--save-strategy", "no",
                        "--ddp-backend", "gloo", "--no-augment")
-    command = [support.PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "tag2text.hub.cli", *argv]
+    if launcher == "torchrun":
+        command = [support.PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(_free_port()), "-m", "tag2text.hub.cli", *argv]
+    else:
+        # `--multi_gpu` is accelerate's torchrun-style launcher; the processes run on the CPU with gloo
+        # (`--cpu --num_processes 2` would silently start one process).
+        command = [support.PYTHON, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                   "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                   "--main_process_port", str(_free_port()), "-m", "tag2text.hub.cli", *argv]
     result = subprocess.run(command, env=support.subprocess_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((out / "train_summary.json").read_text())
