@@ -287,26 +287,46 @@ def test_bad_pixel_values_are_rejected(model):
         model.get_image_embeddings(torch.zeros(3, 32, 32))
 
 
-def test_text_linear_decoding_layout_equals_a_plain_linear():
-    """The CPU float32 inference path of the text layers multiplies W @ x^T for few rows; it must give
-    nn.Linear's numbers, and training (grad on) and many rows must take the ordinary path."""
-    from tag2text.modeling_tag2text_text import Tag2TextLinear
+def test_text_linear_fast_cpu_paths_equal_a_plain_linear():
+    """The CPU float32 inference paths of the text layers (a packed oneDNN weight; without it, W @ x^T for
+    few rows) give nn.Linear's numbers, follow weight updates, and training (grad on) takes the plain path."""
+    import copy
+
+    from tag2text.modeling_tag2text_text import _PACKED_WEIGHTS, Tag2TextLinear
 
     torch.manual_seed(0)
     layer = Tag2TextLinear(48, 80)
-    few = torch.randn(3, 1, 48)
+    few, many = torch.randn(3, 1, 48), torch.randn(2, 40, 48)
+
+    def exact(x):  # float64, independent of every CPU fast path
+        return (x.double() @ layer.weight.double().t() + layer.bias.double()).float()
+
     with torch.no_grad():
-        fast = layer(few)
-        transposed = torch.addmm(layer.bias[:, None], layer.weight, few.reshape(3, 48).t()).t().reshape(3, 1, 80)
-        reference = few @ layer.weight.t() + layer.bias
-        many = torch.randn(40, 48)
-        assert torch.equal(layer(many), nn.functional.linear(many, layer.weight, layer.bias))
-    assert fast.shape == (3, 1, 80)
-    assert torch.equal(fast, transposed)  # the few-rows path was taken
-    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+        for x in (few, many):
+            torch.testing.assert_close(layer(x), exact(x), rtol=1e-5, atol=1e-5)
+        assert layer in _PACKED_WEIGHTS  # the packed path was taken
+        layer.weight.mul_(-2.0)  # an in-place update (as an optimizer step) must not leave a stale copy
+        torch.testing.assert_close(layer(few), exact(few), rtol=1e-5, atol=1e-5)
+
+        plain = Tag2TextLinear(48, 80)
+        plain.cpu_weight_packing = False
+        transposed = torch.addmm(plain.bias[:, None], plain.weight, few.reshape(3, 48).t()).t().reshape(3, 1, 80)
+        assert torch.equal(plain(few), transposed)  # without packing, few rows take the W @ x^T layout
+        assert plain not in _PACKED_WEIGHTS
+
+        no_bias = Tag2TextLinear(48, 80, bias=False)
+        torch.testing.assert_close(no_bias(few), few @ no_bias.weight.t(), rtol=1e-5, atol=1e-5)
+        # bfloat16 weights, and float32 weights under bfloat16 autocast: nn.Linear's dtype and values
+        half = copy.deepcopy(plain).to(torch.bfloat16)
+        half.cpu_weight_packing = True
+        for module, x in ((half, few.bfloat16()), (Tag2TextLinear(48, 80), few)):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=x.dtype == torch.float32):
+                got, want = module(x), nn.functional.linear(x, module.weight, module.bias)
+            assert got.dtype == want.dtype == torch.bfloat16
+            torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
     trained = layer(few)
     assert trained.requires_grad and torch.equal(trained.detach(), nn.functional.linear(few, layer.weight, layer.bias))
-    no_bias = Tag2TextLinear(48, 80, bias=False)
-    with torch.no_grad():
-        torch.testing.assert_close(no_bias(few), few @ no_bias.weight.t(), rtol=1e-5, atol=1e-5)
     assert list(layer.state_dict()) == ["weight", "bias"]
+    copied = copy.deepcopy(layer)  # the packed copy lives outside the module
+    with torch.no_grad():
+        torch.testing.assert_close(copied(few), layer(few), rtol=0, atol=0)
