@@ -173,6 +173,15 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["Tag2TextLayer", "Tag2TextTextEmbeddings", "SwinStage", "ViTLayer"]
     _keys_to_ignore_on_load_unexpected = [r"text_decoder\."]
 
+    def post_init(self):
+        super().post_init()
+        # transformers resolves the attention implementation (SDPA by default) for the top-level config and for
+        # sub-models that are PreTrainedModels; the text layers are plain modules reading text_config, whose
+        # value stays unset unless asked for explicitly, so they would silently run eager attention.
+        for sub_config in (self.config.text_config, self.config.tagging_config):
+            if getattr(sub_config, "_attn_implementation", None) is None:
+                sub_config._attn_implementation = self.config._attn_implementation
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Save as transformers does; when the classes are registered for the Auto classes (``import tag2text``
         does it) the directory also gets the remote-code payload, ``auto_map`` for AutoModel and

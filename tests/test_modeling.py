@@ -221,6 +221,33 @@ def test_sdpa_and_eager_agree(tmp_path, model, processor):
     assert attn.decoder_attentions[0].shape[-2:] == (batch["input_ids"].shape[1],) * 2
 
 
+def test_text_layers_follow_the_models_default_attention(tmp_path, model, processor):
+    """Built directly or loaded without attn_implementation, the model reports SDPA; its text layers (plain
+    modules reading text_config) must run SDPA too, not fall back to eager silently."""
+    from tag2text import modeling_tag2text_text as text_modules
+
+    calls = []
+    original = text_modules._attention_function
+
+    def spy(implementation, output_attentions):
+        function = original(implementation, output_attentions)
+        calls.append(function is text_modules.eager_attention)
+        return function
+
+    model.save_pretrained(tmp_path)
+    loaded = Tag2TextForCaptioning.from_pretrained(tmp_path).eval()
+    assert loaded.config._attn_implementation == "sdpa"
+    assert loaded.config.text_config._attn_implementation == "sdpa"
+    assert Tag2TextModel(loaded.config).config.text_config._attn_implementation == "sdpa"
+    text_modules._attention_function = spy
+    try:
+        with torch.no_grad():
+            loaded(**_inputs(processor, loaded))
+    finally:
+        text_modules._attention_function = original
+    assert calls and not any(calls)
+
+
 def _train_step(model, batch):
     model.zero_grad()
     out = model(**batch, tag_labels=torch.eye(model.config.num_tags)[:3])
