@@ -16,6 +16,7 @@ import weakref
 
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -69,7 +70,22 @@ def extended_self_attention_mask(
 # Packed (oneDNN-blocked) copies of the text weights for CPU inference, keyed by module and kept outside it so
 # that state dicts, deepcopy and pickling never see them.
 _PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_PACKING = {"available": None}
+_PACKING = {"available": None, "generation": 0}
+
+
+def clear_packed_weights(*_args, **_kwargs) -> None:
+    """Forget every packed weight copy (they are remade on next use).
+
+    Copies are keyed by the weight's storage and version counter, but fused optimizers (``AdamW(fused=True)``,
+    the Trainer's default) and writes through ``.data`` change weights without bumping that counter. So every
+    optimizer step (a global torch hook, registered below) and every ``train()``/``eval()`` switch clears
+    them; call this after changing weights through ``.data`` in any other way.
+    """
+    _PACKING["generation"] += 1
+    _PACKED_WEIGHTS.clear()
+
+
+register_optimizer_step_post_hook(clear_packed_weights)
 
 
 def _packing_available() -> bool:
@@ -93,13 +109,17 @@ class Tag2TextLinear(nn.Linear):
     for frozen CPU models. Measured on a 2-core x86 machine, float32: 4x faster for 3 rows, 6x for the
     30,522-word output layer, 1.35x for 3,429 tag queries, equal to ``nn.Linear`` to about 1e-6 relative;
     bfloat16: 1.6x for 3 rows, identical results. The copy is made on first use and remade when the weight
-    changes (in place or replaced); it costs the text weights' memory once more. Without oneDNN, or with
+    changes (see :func:`clear_packed_weights`); it costs the text weights' memory once more. Without oneDNN, or with
     ``cpu_weight_packing = False``, few float32 rows are multiplied as ``W @ x^T`` (also faster than
     ``x @ W^T``). Parameters and state-dict keys are those of ``nn.Linear``.
     """
 
     cpu_weight_packing = True
     max_rows_transposed = 32
+
+    def train(self, mode: bool = True):
+        _PACKED_WEIGHTS.pop(self, None)
+        return super().train(mode)
 
     def forward(self, input):
         if input.device.type != "cpu" or torch.is_grad_enabled() or input.numel() == 0:
@@ -130,7 +150,7 @@ class Tag2TextLinear(nn.Linear):
             version = weight._version
         except RuntimeError:  # weights created under torch.inference_mode track no version: never cache them
             return None
-        key = (weight.data_ptr(), version, tuple(weight.shape), dtype)
+        key = (weight.data_ptr(), version, tuple(weight.shape), dtype, _PACKING["generation"])
         cached = _PACKED_WEIGHTS.get(self)
         if cached is None or cached[0] != key:
             cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None))

@@ -351,6 +351,23 @@ def test_text_linear_fast_cpu_paths_equal_a_plain_linear():
                 got, want = module(x), nn.functional.linear(x, module.weight, module.bias)
             assert got.dtype == want.dtype == torch.bfloat16
             torch.testing.assert_close(got.float(), want.float(), rtol=1e-2, atol=1e-2)
+    # A fused optimizer step and writes through .data leave the version counter alone: still no stale copy.
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=0.5, fused=True)
+    layer(few).sum().backward()
+    version = layer.weight._version
+    optimizer.step()
+    assert layer.weight._version == version  # the case the optimizer hook exists for
+    with torch.no_grad():
+        torch.testing.assert_close(layer(few), exact(few), rtol=1e-5, atol=1e-5)
+    from tag2text.modeling_tag2text_text import clear_packed_weights
+
+    layer.weight.data.copy_(torch.randn(80, 48))
+    layer.eval()  # a mode switch clears the copy; so does clear_packed_weights()
+    with torch.no_grad():
+        torch.testing.assert_close(layer(few), exact(few), rtol=1e-5, atol=1e-5)
+        layer.weight.data.mul_(3.0)
+        clear_packed_weights()
+        torch.testing.assert_close(layer(few), exact(few), rtol=1e-5, atol=1e-5)
     trained = layer(few)
     assert trained.requires_grad and torch.equal(trained.detach(), nn.functional.linear(few, layer.weight, layer.bias))
     assert list(layer.state_dict()) == ["weight", "bias"]
