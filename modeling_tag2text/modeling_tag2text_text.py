@@ -70,7 +70,7 @@ def extended_self_attention_mask(
 # Packed (oneDNN-blocked) copies of the text weights for CPU inference, keyed by module and kept outside it so
 # that state dicts, deepcopy and pickling never see them.
 _PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_PACKING = {"available": None, "generation": 0}
+_PACKING = {"available": None}
 
 
 def clear_packed_weights(*_args, **_kwargs) -> None:
@@ -81,7 +81,6 @@ def clear_packed_weights(*_args, **_kwargs) -> None:
     optimizer step (a global torch hook, registered below) and every ``train()``/``eval()`` switch clears
     them; call this after changing weights through ``.data`` in any other way.
     """
-    _PACKING["generation"] += 1
     _PACKED_WEIGHTS.clear()
 
 
@@ -109,8 +108,8 @@ class Tag2TextLinear(nn.Linear):
     for frozen CPU models. Measured on a 2-core x86 machine, float32: 4x faster for 3 rows, 6x for the
     30,522-word output layer, 1.35x for 3,429 tag queries, equal to ``nn.Linear`` to about 1e-6 relative;
     bfloat16: 1.6x for 3 rows, identical results. The copy is made on first use and remade when the weight
-    changes (see :func:`clear_packed_weights`); it costs the text weights' memory once more. Without oneDNN, or with
-    ``cpu_weight_packing = False``, few float32 rows are multiplied as ``W @ x^T`` (also faster than
+    changes (see :func:`clear_packed_weights`); it costs the text weights' memory once more. Without oneDNN,
+    or with ``cpu_weight_packing = False``, few float32 rows are multiplied as ``W @ x^T`` (also faster than
     ``x @ W^T``). Parameters and state-dict keys are those of ``nn.Linear``.
     """
 
@@ -150,7 +149,7 @@ class Tag2TextLinear(nn.Linear):
             version = weight._version
         except RuntimeError:  # weights created under torch.inference_mode track no version: never cache them
             return None
-        key = (weight.data_ptr(), version, tuple(weight.shape), dtype, _PACKING["generation"])
+        key = (weight.data_ptr(), version, tuple(weight.shape), dtype)
         cached = _PACKED_WEIGHTS.get(self)
         if cached is None or cached[0] != key:
             cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None))
