@@ -135,7 +135,7 @@ def original_beam_search(
         beam_scores = next_scores.view(-1)
         rows = next_rows.view(-1)
         input_ids = torch.cat([input_ids[rows], next_tokens.view(-1, 1)], dim=1)
-        cache.reorder_cache(rows)
+        model._reorder_cache(cache, rows)
         step_ids = next_tokens.view(-1, 1)
         if all(done) or input_ids.shape[1] >= max_length:
             break

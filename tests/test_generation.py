@@ -126,3 +126,30 @@ def test_generate_without_token_ids_says_what_to_do(tokenizer, pixel_values):
     model = tiny_factory.make_model(config)
     with pytest.raises(ValueError, match="set_tag_vocabulary"):
         model.generate(pixel_values, **GREEDY)
+
+
+def test_beam_reordering_leaves_the_cross_attention_cache_alone(model, pixel_values):
+    """Beams only replace beams of their own image, so the cross-attention keys and values need no reordering;
+    the captions and scores are those of transformers' full reordering."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    kwargs = dict(num_beams=3, max_new_tokens=8, min_new_tokens=2, return_dict_in_generate=True, output_scores=True)
+    fast = model.generate(pixel_values, **kwargs)
+
+    def full_reorder(cache, beam_idx):
+        cache.reorder_cache(beam_idx)
+        return cache
+
+    model._reorder_cache = full_reorder
+    full = model.generate(pixel_values, **kwargs)
+    del model._reorder_cache
+    assert torch.equal(fast.sequences, full.sequences)
+    torch.testing.assert_close(fast.sequences_scores, full.sequences_scores, rtol=0, atol=0)
+
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    keys = torch.arange(6.0).view(6, 1, 1, 1)
+    cache.self_attention_cache.update(keys.clone(), keys.clone(), 0)
+    cache.cross_attention_cache.update(keys.clone(), keys.clone(), 0)
+    model._reorder_cache(cache, torch.tensor([2, 2, 0, 5, 3, 3]))
+    assert cache.self_attention_cache.layers[0].keys.flatten().tolist() == [2, 2, 0, 5, 3, 3]
+    assert cache.cross_attention_cache.layers[0].keys.flatten().tolist() == [0, 1, 2, 3, 4, 5]

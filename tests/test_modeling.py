@@ -374,3 +374,41 @@ def test_text_linear_fast_cpu_paths_equal_a_plain_linear():
     copied = copy.deepcopy(layer)  # the packed copy lives outside the module
     with torch.no_grad():
         torch.testing.assert_close(copied(few), layer(few), rtol=0, atol=0)
+
+
+def test_cpu_inference_in_pieces_gives_the_whole_batch_numbers(model, pixel_values, monkeypatch):
+    """CPU inference runs the vision tower and the tagging head one image at a time, and feed-forward blocks a
+    slice of rows at a time; the numbers stay those of the whole batch computed at once."""
+    from tag2text.modeling_tag2text_text import Tag2TextLayer
+
+    monkeypatch.setattr(Tag2TextLayer, "cpu_inference_rows_per_chunk", 5)  # 16 tag queries: rows 5, 5, 5, 1
+    vision_batches, ffn_rows = [], []
+    model.vision_model.register_forward_pre_hook(
+        lambda module, args, kwargs: vision_batches.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    for layer in model.text_encoder.encoder.layer:
+        layer.intermediate.register_forward_pre_hook(
+            lambda module, args: ffn_rows.append(args[0].numel() // args[0].shape[-1])
+        )
+    heads = model.config.tagging_config.num_attention_heads
+    with torch.no_grad():
+        embeds = model.get_image_embeddings(pixel_values)
+        logits = model.get_tag_logits(embeds)
+        manual = _manual_tag_logits(model, embeds, heads)  # whole batch, plain tensor ops
+    assert vision_batches == [1, 1, 1]
+    assert ffn_rows == [5, 5, 5, 1] * 2 * 3  # 2 tagging layers, 3 images
+    torch.testing.assert_close(logits, manual, atol=1e-5, rtol=1e-5)
+
+    vision_batches.clear()
+    ffn_rows.clear()
+    whole_embeds = model.get_image_embeddings(pixel_values)  # training (grad on): whole batch, whole blocks
+    whole_logits = model.get_tag_logits(whole_embeds)
+    assert vision_batches == [3] and ffn_rows == [48, 48]
+    torch.testing.assert_close(embeds, whole_embeds.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits, whole_logits.detach(), atol=1e-5, rtol=1e-5)
+
+    model.cpu_inference_images_per_chunk = 0  # switched off: one call for the batch
+    vision_batches.clear()
+    with torch.no_grad():
+        model.get_image_embeddings(pixel_values)
+    assert vision_batches == [3]
