@@ -412,3 +412,23 @@ def test_cpu_inference_in_pieces_gives_the_whole_batch_numbers(model, pixel_valu
     with torch.no_grad():
         model.get_image_embeddings(pixel_values)
     assert vision_batches == [3]
+
+
+def test_vision_tower_linears_take_the_cpu_inference_path_with_the_same_keys_and_numbers(model, pixel_values):
+    from transformers import SwinModel
+
+    from tag2text.modeling_tag2text_text import _PACKED_WEIGHTS, Tag2TextLinear
+
+    linears = [m for m in model.vision_model.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is Tag2TextLinear for m in linears)
+    plain = SwinModel(model.config.vision_config, add_pooling_layer=True)
+    assert list(plain.state_dict()) == list(model.vision_model.state_dict())
+    with torch.no_grad():
+        fast = model.get_image_embeddings(pixel_values)
+    assert all(m in _PACKED_WEIGHTS for m in linears)
+    plain.load_state_dict(model.vision_model.state_dict())
+    plain.eval()
+    with torch.no_grad():  # transformers' own tower with plain nn.Linear: an independent computation
+        out = plain(pixel_values=pixel_values)
+    reference = torch.cat([out.pooler_output.unsqueeze(1), out.last_hidden_state], dim=1)
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
