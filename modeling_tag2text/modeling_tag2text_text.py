@@ -103,12 +103,13 @@ class Tag2TextLinear(nn.Linear):
     """``nn.Linear`` with a faster path for inference on the CPU.
 
     CPU BLAS is slow for the few rows of a decoding step (batch x beams) and not at its best for the tag
-    queries or the vision tower either (the tower's linears use this class too, see :func:`use_fast_cpu_linears`). Outside training (no grad) on the CPU, in float32, in bfloat16 or under bfloat16 autocast,
-    the product uses a packed oneDNN copy of the weight (in the compute dtype), as PyTorch's own compiler does
-    for frozen CPU models. Measured on a 2-core x86 machine, float32: 4x faster for 3 rows, 6x for the
+    queries or the vision tower either (whose linears take this path too, see :func:`use_fast_cpu_linears`).
+    Outside training (no grad) on the CPU, in float32, in bfloat16 or under bfloat16 autocast, the product
+    uses a packed oneDNN copy of the weight (in the compute dtype), as PyTorch's own compiler does for frozen
+    CPU models. Measured on a 2-core x86 machine, float32: 4x faster for 3 rows, 6x for the
     30,522-word output layer, 1.35x for 3,429 tag queries, equal to ``nn.Linear`` to about 1e-6 relative;
     bfloat16: 1.6x for 3 rows, identical results. The copy is made on first use and remade when the weight
-    changes (see :func:`clear_packed_weights`); it costs the text weights' memory once more. Without oneDNN,
+    changes (see :func:`clear_packed_weights`); it costs the weights' memory once more. Without oneDNN,
     or with ``cpu_weight_packing = False``, few float32 rows are multiplied as ``W @ x^T`` (also faster than
     ``x @ W^T``). Parameters and state-dict keys are those of ``nn.Linear``.
     """
