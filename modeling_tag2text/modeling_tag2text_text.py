@@ -67,8 +67,8 @@ def extended_self_attention_mask(
     return (1.0 - mask) * SELF_ATTENTION_MASK_VALUE
 
 
-# Packed (oneDNN-blocked) copies of the text weights for CPU inference, keyed by module and kept outside it so
-# that state dicts, deepcopy and pickling never see them.
+# Packed (oneDNN-blocked) weight copies of every Tag2TextLinear (text layers and vision tower) for CPU inference,
+# keyed by module and kept outside it so that state dicts, deepcopy and pickling never see them.
 _PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
 _PACKING = {"available": None}
 
