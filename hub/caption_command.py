@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: run a `tag2text export` directory on onnxruntime (no torch)")
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -73,6 +75,10 @@ def caption_batch(model, processor, images, tags=None, threshold=None, generate_
 
 
 def run(args) -> int:
+    if getattr(args, "backend", "torch") == "onnx":
+        from .onnx_caption import run as run_onnx
+
+        return run_onnx(args)
     import torch
     from tqdm.auto import tqdm
 
