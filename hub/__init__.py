@@ -35,6 +35,7 @@ _EXPORTS = {
     "ModelDirectoryError": "upload",
     "render_model_card": "model_card",
     "export_onnx": "onnx_export",
+    "quantize_export": "onnx_export",
     "generate_like_original": "..generation_original",
 }
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,7 +293,7 @@ def export_onnx(model_dir_or_repo, output_dir, opset: int = DEFAULT_OPSET, quant
         except Exception as error:  # torch.export raises many types; name the graph that failed
             raise OnnxExportError(f"exporting {name} of {os.fspath(model_dir_or_repo)!r} failed: {error}") from error
         if quantize == "int8":
-            _quantize_int8(path)
+            _quantize_int8(path, path)
         report.files[name] = path.stat().st_size
     _write_deployment_files(model, processor, output, int(opset), quantize)
     logger.info("exported %s to %s (%s, %.1f MB)", os.fspath(model_dir_or_repo), output,
@@ -300,16 +301,36 @@ def export_onnx(model_dir_or_repo, output_dir, opset: int = DEFAULT_OPSET, quant
     return report
 
 
-def _quantize_int8(path: Path) -> None:
+def quantize_export(export_dir, output_dir) -> OnnxExportReport:
+    """Write an int8 copy of a float32 export (what ``export_onnx(..., quantize="int8")`` gives, without
+    exporting again)."""
+    source, output = Path(export_dir), Path(output_dir)
+    manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
+    if manifest.get("quantize"):
+        raise ValueError(f"{os.fspath(source)!r} is already quantized ({manifest['quantize']})")
+    output.mkdir(parents=True, exist_ok=True)
+    report = OnnxExportReport(output_dir=output, opset=manifest["opset"], quantize="int8")
+    for path in source.iterdir():
+        if path.is_file() and path.suffix != ".onnx" and path.name != MANIFEST:
+            shutil.copyfile(path, output / path.name)
+    for name, file_name in manifest["graphs"].items():
+        _quantize_int8(source / file_name, output / file_name)
+        report.files[name] = (output / file_name).stat().st_size
+    manifest["quantize"] = "int8"
+    (output / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return report
+
+
+def _quantize_int8(path: Path, destination: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantized = path.with_suffix(".int8.tmp")
+    quantized = destination.with_suffix(".int8.tmp")
     # Only products with a constant weight (the linear layers); attention's activation-activation products stay
     # in float32.
     quantize_dynamic(os.fspath(path), os.fspath(quantized), op_types_to_quantize=["MatMul", "Gemm"],
                      weight_type=QuantType.QInt8, per_channel=False,
                      extra_options={"MatMulConstBOnly": True})
-    os.replace(quantized, path)
+    os.replace(quantized, destination)
 
 
 def _write_deployment_files(model, processor, output: Path, opset: int, quantize) -> None:
