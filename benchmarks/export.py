@@ -55,7 +55,8 @@ def stage_build(workdir: Path) -> dict:
     import numpy as np
     import torch
 
-    from tag2text import Tag2TextForCaptioning, Tag2TextImageProcessor, Tag2TextProcessor, build_tokenizer, preset_config
+    from tag2text import (Tag2TextForCaptioning, Tag2TextImageProcessor, Tag2TextProcessor, build_tokenizer,
+                          preset_config)
 
     special = ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     words = ["a", "picture", "of", "|"] + [f"tag{i}" for i in range(30522)]
@@ -211,11 +212,13 @@ def main() -> int:
         jobs = [(b, n) for b in args.batch_sizes for _ in range(args.rounds) for n in args.backends]
         for batch, backend in tqdm(jobs, desc="timing", unit="run"):
             runs[(batch, backend)].append(_spawn(workdir, "time", backend, batch, args.repeats))
-        header = f"{'backend':9} {'batch':>5} {'s/img':>7} {'ratio':>6} {'runs s/img':>16} {'peak MB':>8}  parts (s per call)"
+        header = (f"{'backend':9} {'batch':>5} {'s/img':>7} {'ratio':>6} {'runs s/img':>16} {'peak MB':>8}"
+                  "  parts (s per call)")
         print(header)
         print("-" * len(header))
         for batch in args.batch_sizes:
-            base = min(r["seconds_per_image"] for r in runs.get((batch, "torch"), [])) if "torch" in args.backends else None
+            torch_runs = runs.get((batch, "torch"), [])
+            base = min(r["seconds_per_image"] for r in torch_runs) if torch_runs else None
             for backend in args.backends:
                 results = runs[(batch, backend)]
                 best = min(results, key=lambda r: r["seconds_per_image"])
@@ -230,7 +233,8 @@ def main() -> int:
                 same_ids = other["sequences"] == reference[0]["sequences"]
                 print(f"batch {batch} {backend} vs {('torch' if runs.get((batch, 'torch')) else 'ort-fp32')}: "
                       f"tag decisions agree {_agreement(other['logits'], reference[0]['logits']):.4%} at "
-                      f"{RELEASED_THRESHOLD}; same tags {other['tags'] == reference[0]['tags']}; same token ids {same_ids}")
+                      f"{RELEASED_THRESHOLD}; same tags {other['tags'] == reference[0]['tags']}; "
+                      f"same token ids {same_ids}")
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(workdir / "onnx-fp32" / "tokenizer.json"))

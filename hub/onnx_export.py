@@ -173,7 +173,8 @@ def _load(model_dir_or_repo):
         model = Tag2TextForCaptioning.from_pretrained(model_dir_or_repo, attn_implementation="eager")
         processor = Tag2TextProcessor.from_pretrained(model_dir_or_repo)
     except (OSError, ValueError) as error:
-        raise OnnxExportError(f"cannot load a Tag2Text model from {os.fspath(model_dir_or_repo)!r}: {error}") from error
+        source = os.fspath(model_dir_or_repo)
+        raise OnnxExportError(f"cannot load a Tag2Text model from {source!r}: {error}") from error
     model = model.float().eval()
     for config in (model.config, model.config.text_config, model.config.tagging_config,
                    model.config.vision_config, model.vision_model.config):
@@ -256,7 +257,8 @@ def export_onnx(model_dir_or_repo, output_dir, opset: int = DEFAULT_OPSET, quant
     size = processor.image_processor.size
     layers = len(model.text_decoder.bert.encoder.layer)
     attention = model.text_decoder.bert.encoder.layer[0].attention.self
-    num_heads, head_dim = attention.num_attention_heads, config.text_config.hidden_size // attention.num_attention_heads
+    num_heads = attention.num_attention_heads
+    head_dim = config.text_config.hidden_size // num_heads
 
     # Example inputs: sizes of at least 2 on every dynamic axis (torch.export specialises 0 and 1).
     batch, tag_length, past, new = 2, 5, 3, 2
@@ -286,7 +288,8 @@ def export_onnx(model_dir_or_repo, output_dir, opset: int = DEFAULT_OPSET, quant
          ({0: b, 1: n}, (*[{0: b, 2: p}] * len(past_states), *[{0: b, 2: t}] * len(cross_states)))),
     ]
     report = OnnxExportReport(output_dir=output, opset=int(opset), quantize=quantize)
-    for name, module, args, inputs, outputs, shapes in tqdm(jobs, desc="exporting", unit="graph", disable=not progress):
+    for name, module, args, inputs, outputs, shapes in tqdm(jobs, desc="exporting", unit="graph",
+                                                            disable=not progress):
         path = output / GRAPH_FILES[name]
         try:
             _export_graph(module, args, path, inputs, outputs, shapes, int(opset))

@@ -38,7 +38,9 @@ if importlib.util.find_spec("torch") is not None:
 else:
 
     def __getattr__(name):
-        raise AttributeError(f"tag2text.{name} needs torch; without torch only tag2text.onnx (onnxruntime) is available")
+        raise AttributeError(
+            f"tag2text.{name} needs torch; without torch only tag2text.onnx (onnxruntime) is available"
+        )
 
 __version__ = "0.1.0"
 

@@ -208,7 +208,8 @@ class OnnxTag2Text:
             if not path.is_file():
                 raise OnnxModelError(f"{os.fspath(path)!r} is missing")
             sessions[name] = ort.InferenceSession(os.fspath(path), sess_options=session_options, providers=providers)
-        return cls(root, sessions, manifest, config, generation, image_settings, Tokenizer.from_file(os.fspath(tokenizer_path)))
+        tokenizer = Tokenizer.from_file(os.fspath(tokenizer_path))
+        return cls(root, sessions, manifest, config, generation, image_settings, tokenizer)
 
     def _check_generation_config(self):
         for key, default in _DEFAULTS.items():
@@ -267,7 +268,8 @@ class OnnxTag2Text:
             return np.full(len(self.tag_names), float(threshold), dtype=np.float32)
         values = np.asarray(threshold, dtype=np.float32)
         if values.shape != (len(self.tag_names),):
-            raise OnnxModelError(f"threshold must be a float or {len(self.tag_names)} values, got shape {values.shape}")
+            raise OnnxModelError(
+                f"threshold must be a float or {len(self.tag_names)} values, got shape {values.shape}")
         return values
 
     def select_tags(self, tag_logits: np.ndarray, threshold=None, exclude_caption_excluded: bool = True):
@@ -320,7 +322,8 @@ class OnnxTag2Text:
             elif isinstance(item, (list, tuple)):
                 names = [str(n).strip() for n in item]
             else:
-                raise OnnxModelError(f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
+                raise OnnxModelError(
+                    f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
             names_per_image.append([n for n in names if n])
         return names_per_image
 
@@ -383,7 +386,8 @@ class OnnxTag2Text:
         else:
             total_min = int(min_length if min_length is not None else generation.get("min_length") or 0)
         if total_max <= prompt_length:
-            raise OnnxModelError(f"the maximum length {total_max} leaves no room after the {prompt_length}-token prompt")
+            raise OnnxModelError(
+                f"the maximum length {total_max} leaves no room after the {prompt_length}-token prompt")
         return total_max, total_min
 
     def _decoder_step(self, input_ids, past, cross):

@@ -1,8 +1,8 @@
 """ONNX export of a tiny random Tag2Text model against the PyTorch model it came from.
 
-The model's tag head (centred, 30x) and cross-attention (10x) are scaled so that the three test images get different tags and
-different captions (random tiny weights otherwise see nearly the same image). Every comparison is with the
-PyTorch model's own outputs on the same pixels: tag logits within 1e-4, identical tags, identical greedy and
+The model's tag head (centred, 30x) and cross-attention (10x) are scaled so that the three test images get
+different tags and different captions (random tiny weights otherwise see nearly the same image). Every
+comparison is with the PyTorch model's own outputs on the same pixels: tag logits within 1e-4, identical tags, identical greedy and
 beam token ids, for a batch of three images and for each image alone.
 """
 
@@ -277,7 +277,8 @@ def test_caption_command_with_the_onnx_backend_prints_the_torch_lines(setup, tmp
         assert main(["caption", "--backend", backend, "--model", str(model), str(images / "1.png"), "--tags",
                      "dog | sky", "--num-beams", "2", "--max-length", "12", "--output", str(output)]) == 0
         steered.append(json.loads(output.read_text()))
-    assert steered[0]["caption"] == steered[1]["caption"] and steered[0]["tags"] == steered[1]["tags"] == ["dog", "sky"]
+    assert steered[0]["caption"] == steered[1]["caption"]
+    assert steered[0]["tags"] == steered[1]["tags"] == ["dog", "sky"]
     assert steered[0]["tag_scores"] == pytest.approx(steered[1]["tag_scores"], abs=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""ONNX export of the tiny model converted from the ORIGINAL implementation's checkpoint (tests/fixtures/original_tiny).
+"""ONNX export of the tiny model converted from the ORIGINAL code's checkpoint (tests/fixtures/original_tiny).
 
 The export must give what the PyTorch conversion gives (tag logits within 1e-4, identical tags, identical greedy
 and beam-3 ids, for a batch of three different images and each image alone) and, where the fixture recorded the
