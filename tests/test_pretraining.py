@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 import training_support as support
 from tag2text import Tag2TextForCaptioning
+from tag2text.modeling_tag2text_pretraining import Tag2TextForPreTraining
 from tag2text.training import Tag2TextCollator
 from tag2text.training.model_setup import make_processor
 
@@ -114,34 +115,173 @@ def _reference_losses(model, batch, seed, rank_rows=None):
     return {"tag": float(loss_tag), "lm": float(loss_lm), "itc": float(loss_itc), "itm": float(loss_itm)}
 
 
-def _tiny_model(setup, cls_name="Tag2TextForCaptioning"):
-    import tag2text
-
+def _models(setup):
+    """(captioning, pre-training) tiny models with the same weights, in eval mode (no dropout)."""
     dataset, tag_list, tokenizer = setup
-    captioning = support.tiny_model(tokenizer, tag_list.names, seed=0)
-    if cls_name == "Tag2TextForCaptioning":
-        return captioning.eval()
-    model = getattr(tag2text, cls_name)(captioning.config)
+    captioning = support.tiny_model(tokenizer, tag_list.names, seed=0).eval()
+    model = Tag2TextForPreTraining(captioning.config)
     model.load_state_dict(captioning.state_dict())
-    return model.eval()
+    return captioning, model.eval()
 
 
-def test_reference_reproduces_the_trainer_of_today(setup, tmp_path):
-    """Run once against the trainer's compute_loss before the pre-training forward replaced it."""
+def _inputs(batch):
+    return {k: v for k, v in batch.items() if k != "image_load_failures"}
+
+
+NAMES = ("tag", "lm", "itc", "itm")
+
+
+def test_forward_gives_the_losses_of_today(setup):
+    captioning, model = _models(setup)
+    batch = _batch(setup, model.config)
+    reference = _reference_losses(model, batch, SEED)
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        out = model(**_inputs(batch))
+    for name in NAMES:
+        assert float(out[f"loss_{name}"]) == pytest.approx(reference[name], abs=1e-6), name
+    # Default weights: all 1 with the released rescaling (the tagging term takes the LM loss's value).
+    expected = 2 * reference["lm"] + reference["itc"] + reference["itm"]
+    assert float(out.loss) == pytest.approx(expected, abs=1e-5)
+    # The logits each loss came from.
+    assert out.tag_logits.shape == (6, len(model.config.tag_names))
+    assert out.logits.shape[:2] == batch["input_ids"].shape
+    assert out.logits_per_image.shape == out.logits_per_text.shape == (6, 6)
+    assert out.itm_logits.shape == (18, 2) and out.itm_labels.tolist() == [1] * 6 + [0] * 12
+    itc_by_hand = (F.cross_entropy(out.logits_per_image, torch.arange(6))
+                   + F.cross_entropy(out.logits_per_text, torch.arange(6))) / 2
+    assert float(out.loss_itc) == pytest.approx(float(itc_by_hand), abs=1e-6)  # one caption per image here
+    assert float(out.loss_itm) == pytest.approx(float(F.cross_entropy(out.itm_logits, out.itm_labels)), abs=1e-6)
+
+
+def test_trainer_loss_is_the_weighted_sum_of_the_forward(setup, tmp_path):
     from transformers import TrainingArguments
 
     from tag2text.training import LossWeights, Tag2TextTrainer
 
-    model = _tiny_model(setup)
+    captioning, model = _models(setup)
     batch = _batch(setup, model.config)
+    weights = LossWeights(tag=2.0, lm=0.5, itc=3.0, itm=0.25, tag_scale="batch")
     trainer = Tag2TextTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
-                                                                  report_to="none"),
-                              loss_weights=LossWeights(tag_scale="batch"))
+                                                                  report_to="none"), loss_weights=weights)
+    assert trainer.args.ddp_find_unused_parameters is None  # the Trainer's default stays
+    reference = _reference_losses(model, batch, SEED)
     torch.manual_seed(SEED)
     with torch.no_grad():
-        trainer.compute_loss(model, dict(batch))
-    today = trainer.last_loss_components
-    reference = _reference_losses(model, batch, SEED)
-    print(json.dumps({"today": today, "reference": reference}))
-    for name in ("tag", "lm", "itc", "itm"):
-        assert today[name] == pytest.approx(reference[name], abs=1e-6), name
+        loss = trainer.compute_loss(model, dict(batch))
+    for name in NAMES:
+        assert trainer.last_loss_components[name] == pytest.approx(reference[name], abs=1e-6), name
+    expected = 2.0 * reference["tag"] / 6 + 0.5 * reference["lm"] + 3.0 * reference["itc"] + 0.25 * reference["itm"]
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    assert trainer.last_itc_global_batch == 6
+
+
+def test_loads_a_captioning_checkpoint_and_saves_one(setup, tmp_path):
+    captioning, _ = _models(setup)
+    captioning.save_pretrained(tmp_path / "captioning")
+    model = Tag2TextForPreTraining.from_pretrained(tmp_path / "captioning")
+    expected = captioning.state_dict()
+    assert model.state_dict().keys() == expected.keys()
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(1.5)  # trained
+    model.save_pretrained(tmp_path / "trained")
+    saved = json.loads((tmp_path / "trained" / "config.json").read_text())
+    assert saved["architectures"] == ["Tag2TextForCaptioning"]
+    reference = json.loads((tmp_path / "captioning" / "config.json").read_text())
+    assert saved.get("auto_map") == reference.get("auto_map")
+    assert sorted(p.name for p in (tmp_path / "trained").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "captioning").iterdir())
+    back = Tag2TextForCaptioning.from_pretrained(tmp_path / "trained")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in back.state_dict().items())
+    # The model saved from is still whole: its weights are not the placeholders the save went through.
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert back.get_output_embeddings().weight is back.text_decoder.bert.embeddings.word_embeddings.weight
+
+
+def test_generates_as_the_captioning_model(setup):
+    captioning, model = _models(setup)
+    pixel_values = _batch(setup, model.config, count=2)["pixel_values"]
+    for kwargs in ({"num_beams": 1, "max_new_tokens": 6}, {"num_beams": 2, "max_new_tokens": 5}):
+        assert torch.equal(model.generate(pixel_values, **kwargs), captioning.generate(pixel_values, **kwargs))
+
+
+def test_gradients_reach_every_parameter_with_gradient_checkpointing(setup):
+    captioning, model = _models(setup)
+    model.train()
+    model.gradient_checkpointing_enable()
+    batch = _batch(setup, model.config, count=4)
+    torch.manual_seed(SEED)
+    out = model(**_inputs(batch), loss_weights={"tag_scale": "batch"})
+    out.loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    plain = _models(setup)[1].train()
+    torch.manual_seed(SEED)
+    again = plain(**_inputs(batch), loss_weights={"tag_scale": "batch"})
+    assert float(again.loss) == pytest.approx(float(out.loss), abs=1e-5)
+
+
+def test_bad_loss_weights_and_missing_inputs_are_named(setup):
+    _, model = _models(setup)
+    batch = _batch(setup, model.config, count=2)
+    with pytest.raises(ValueError, match="unknown entries \\['lr'\\]"):
+        model(**_inputs(batch), loss_weights={"lr": 1.0})
+    with pytest.raises(ValueError, match="loss weight itc=-1"):
+        model(**_inputs(batch), loss_weights={"itc": -1})
+    with pytest.raises(TypeError, match="unexpected arguments \\['foo'\\]"):
+        model(**_inputs(batch), foo=torch.ones(1))
+    with pytest.raises(ValueError, match="tag loss scale 'lm' needs the LM loss"):
+        model(pixel_values=batch["pixel_values"], tag_labels=batch["tag_labels"], loss_weights={"itc": 0, "itm": 0})
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, torch, torch.distributed as dist
+    from tag2text.modeling_tag2text_pretraining import Tag2TextForPreTraining
+    rank, model_dir, batch_file, start, stop, seed, out = sys.argv[1:8]
+    rank, start, stop, seed = int(rank), int(start), int(stop), int(seed)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    model = Tag2TextForPreTraining.from_pretrained(model_dir).eval()
+    batch = torch.load(batch_file, weights_only=True)
+    local = {k: v[start:stop] for k, v in batch.items()}
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        result = model(**local)
+    json.dump({k: float(result["loss_" + k]) for k in ("tag", "lm", "itc", "itm")} |
+              {"global": int(result.logits_per_image.shape[1])}, open(out, "w"))
+    dist.destroy_process_group()
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_contrast_and_match_against_the_global_batch(setup, tmp_path):
+    """Each of two gloo processes holds part of the batch (4 and 2 rows); its losses equal the reference's for
+    those rows contrasted against all 6, and its ITM negatives come from all 6."""
+    captioning, model = _models(setup)
+    batch = _inputs(_batch(setup, model.config))
+    captioning.save_pretrained(tmp_path / "model")
+    torch.save(batch, tmp_path / "batch.pt")
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = support.subprocess_env()
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    rows = [(0, 4), (4, 6)]
+    procs = [subprocess.Popen([support.PYTHON, str(script), str(rank), str(tmp_path / "model"),
+                               str(tmp_path / "batch.pt"), str(start), str(stop), str(SEED + rank),
+                               str(tmp_path / f"r{rank}.json")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for rank, (start, stop) in enumerate(rows)]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [log[-3000:] for log in logs]
+    for rank, span in enumerate(rows):
+        got = json.loads((tmp_path / f"r{rank}.json").read_text())
+        assert got["global"] == 6
+        reference = _reference_losses(model, batch, SEED + rank, rank_rows=span)
+        for name in NAMES:
+            assert got[name] == pytest.approx(reference[name], abs=1e-6), (rank, name)
