@@ -431,13 +431,18 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 means what it means there.
         """
         if encoder_hidden_states is not None:
+            alignment = [name for name, value in (("text_input_ids", text_input_ids), ("sample_ids", sample_ids),
+                                                  ("loss_weights", loss_weights)) if value is not None]
+            if alignment:
+                raise ValueError(f"{alignment} belong to the pre-training losses, which need pixel_values, not "
+                                 "encoder_hidden_states (a decoding step)")
             return super().forward(
                 pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                 tag_input_ids=tag_input_ids, tag_attention_mask=tag_attention_mask, labels=labels,
                 tag_labels=tag_labels, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict, **kwargs,
             )
-        unexpected = sorted(k for k, v in kwargs.items() if v is not None and k not in ("output_attentions",
-                                                                                      "output_hidden_states"))
+        # Nothing is dropped silently: an argument this forward has no use for must be unset (None/False).
+        unexpected = sorted(k for k, v in kwargs.items() if v is not None and v is not False)
         if unexpected:
             raise TypeError(f"Tag2TextForPreTraining.forward got unexpected arguments {unexpected}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict

@@ -102,8 +102,8 @@ class Tag2TextForImageTextRetrieval(Tag2TextModel):
                 ``config.retrieval_tag_match_weight`` or 0).
             text_tag_labels: (texts, num_tags) multi-hot tags of each text; default: the token-level match.
         """
-        unexpected = sorted(k for k, v in kwargs.items() if v is not None and k not in ("output_attentions",
-                                                                                      "output_hidden_states"))
+        # Nothing is dropped silently: an argument this forward has no use for must be unset (None/False).
+        unexpected = sorted(k for k, v in kwargs.items() if v is not None and v is not False)
         if unexpected:
             raise TypeError(f"Tag2TextForImageTextRetrieval.forward got unexpected arguments {unexpected}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict

@@ -233,6 +233,11 @@ def test_bad_loss_weights_and_missing_inputs_are_named(setup):
         model(**_inputs(batch), foo=torch.ones(1))
     with pytest.raises(ValueError, match="tag loss scale 'lm' needs the LM loss"):
         model(pixel_values=batch["pixel_values"], tag_labels=batch["tag_labels"], loss_weights={"itc": 0, "itm": 0})
+    with pytest.raises(ValueError, match="\\['sample_ids'\\] belong to the pre-training losses"):
+        model(input_ids=batch["input_ids"], encoder_hidden_states=torch.zeros(2, 3, model.config.text_config.hidden_size),
+              sample_ids=batch["sample_ids"])
+    with pytest.raises(TypeError, match="unexpected arguments \\['output_attentions'\\]"):
+        model(**_inputs(batch), output_attentions=True)
 
 
 DDP_SCRIPT = textwrap.dedent(
