@@ -49,7 +49,8 @@ def _asl(logits, targets, gamma_neg=7.0, clip=0.05, eps=1e-8):
     p_neg = (1 - p + clip).clamp(max=1.0)
     log_likelihood = targets * torch.log(p.clamp(min=eps)) + (1 - targets) * torch.log(p_neg.clamp(min=eps))
     pt = p * targets + p_neg * (1 - targets)
-    return -(log_likelihood * (1 - pt) ** (gamma_neg * (1 - targets))).sum()
+    # The focusing weight carries no gradient (the release's disable_torch_grad_focal_loss=True).
+    return -(log_likelihood * ((1 - pt) ** (gamma_neg * (1 - targets))).detach()).sum()
 
 
 def _smoothed_ce(logits, labels, smoothing=0.1):
@@ -71,15 +72,16 @@ def _encoder_cls(model, ids, mask, image_embeds=None):
     return model.text_encoder(ids, mask, image_embeds, mode=mode)[0][:, 0]
 
 
-def _reference_losses(model, batch, seed, rank_rows=None):
+def _reference_losses(model, batch, seed, rank_rows=None, tensors=False):
     """Today's four raw loss values for ``batch``. ``rank_rows`` (start, stop): the losses of the process that
-    holds only those rows of the batch while contrasting against all of them (two-process ITC/ITM)."""
+    holds only those rows of the batch while contrasting against all of them (two-process ITC/ITM).
+    ``tensors``: the loss tensors, with their graph (for gradients)."""
     cfg = model.config.text_config
     pixel_values = batch["pixel_values"]
     start, stop = rank_rows or (0, pixel_values.shape[0])
     local = slice(start, stop)
     torch.manual_seed(seed)
-    with torch.no_grad():
+    with torch.set_grad_enabled(tensors):
         embeds = model.get_image_embeddings(pixel_values)
         tag_logits = model.get_tag_logits(embeds[local])
         loss_tag = _asl(tag_logits, batch["tag_labels"][local])
@@ -101,8 +103,9 @@ def _reference_losses(model, batch, seed, rank_rows=None):
         loss_itc = (-(torch.log_softmax(sim_i2t, 1) * targets).sum(1).mean()
                     - (torch.log_softmax(sim_t2i, 1) * targets).sum(1).mean()) / 2
 
-        negative_images = _draw_negatives(sim_t2i, positives)
-        negative_texts = _draw_negatives(sim_i2t, positives)
+        with torch.no_grad():
+            negative_images = _draw_negatives(sim_t2i, positives)
+            negative_texts = _draw_negatives(sim_i2t, positives)
         itm_ids = text_ids.clone()
         itm_ids[:, 0] = cfg.enc_token_id
         pair_ids = torch.cat([itm_ids[local], itm_ids[local], itm_ids[negative_texts]])
@@ -112,7 +115,8 @@ def _reference_losses(model, batch, seed, rank_rows=None):
         rows = stop - start
         labels = torch.cat([torch.ones(rows, dtype=torch.long), torch.zeros(2 * rows, dtype=torch.long)])
         loss_itm = F.cross_entropy(itm_logits.float(), labels)
-    return {"tag": float(loss_tag), "lm": float(loss_lm), "itc": float(loss_itc), "itm": float(loss_itm)}
+    losses = {"tag": loss_tag, "lm": loss_lm, "itc": loss_itc, "itm": loss_itm}
+    return losses if tensors else {name: float(value) for name, value in losses.items()}
 
 
 def _models(setup):
@@ -152,6 +156,24 @@ def test_forward_gives_the_losses_of_today(setup):
                    + F.cross_entropy(out.logits_per_text, torch.arange(6))) / 2
     assert float(out.loss_itc) == pytest.approx(float(itc_by_hand), abs=1e-6)  # one caption per image here
     assert float(out.loss_itm) == pytest.approx(float(F.cross_entropy(out.itm_logits, out.itm_labels)), abs=1e-6)
+
+
+def test_gradients_are_those_of_today(setup):
+    """The weighted sum's gradient on every parameter equals the reference's (ITC features gathered with
+    gradients, ITM through the hard negatives' images)."""
+    _, model = _models(setup)
+    batch = _batch(setup, model.config)
+    reference = _reference_losses(model, batch, SEED, tensors=True)
+    total = reference["tag"] / 6 + reference["lm"] + 2.0 * reference["itc"] + 0.5 * reference["itm"]
+    names = [n for n, _ in model.named_parameters()]
+    expected = dict(zip(names, torch.autograd.grad(total, list(model.parameters()), allow_unused=True)))
+    torch.manual_seed(SEED)
+    out = model(**_inputs(batch), loss_weights={"itc": 2.0, "itm": 0.5, "tag_scale": "batch"})
+    assert float(out.loss.detach()) == pytest.approx(float(total.detach()), abs=1e-5)
+    out.loss.backward()
+    assert all(g is not None for g in expected.values())
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_trainer_loss_is_the_weighted_sum_of_the_forward(setup, tmp_path):
