@@ -27,10 +27,6 @@ from .losses import LOSS_COMPONENTS, LossWeights, distributed_world
 
 logger = logging.getLogger(__name__)
 
-# Inputs the collator adds for the trainer, not for the model's forward.
-TRAINER_ONLY_KEYS = ("image_load_failures",)
-
-
 class NonFiniteLossError(RuntimeError):
     """A loss component became NaN or infinite; the message names the step, the component and the checkpoint."""
 
@@ -107,7 +103,7 @@ class Tag2TextTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        failures = inputs.pop("image_load_failures", None)
+        failures = inputs.pop("image_load_failures", None)  # the collator's count for the trainer, not the model
         split = "train" if model.training else "eval"
         # A plain mapping crosses DDP's input handling as it is; the model validates it again.
         outputs = model(**inputs, loss_weights=dataclasses.asdict(self.loss_weights), return_dict=True)
