@@ -44,8 +44,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = CliParser(prog="tag2text", description="Tag2Text command-line tools.", formatter_class=HelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
+    parser.command_parsers = {}
     for name, (module, help_text) in COMMANDS.items():
         sub_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        parser.command_parsers[name] = sub_parser
         if name == command:
             importlib.import_module(module).add_arguments(sub_parser)
     return parser
@@ -64,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-") and a in COMMANDS), None)
     parser = build_parser(command)
     try:
-        args = parser.parse_args(argv)
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # named by the subcommand's parser, not the top-level one
+            target = parser.command_parsers.get(args.command, parser)
+            target.error(f"unrecognized arguments: {' '.join(extras)}")
     except SystemExit as stop:  # --help (0) or a bad option value, already printed as one line (2)
         return stop.code if isinstance(stop.code, int) else 2
     if args.command is None:
