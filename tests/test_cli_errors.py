@@ -123,20 +123,6 @@ def test_bad_value_is_one_line_naming_option_and_value(name, files, tmp_path):
     assert not (files / "out").exists() and not (tmp_path / "metrics.json").exists()
 
 
-def test_convert_without_tokenizer_offline_names_bert_and_vocab_txt(files, tmp_path):
-    """The README's conversion command without --tokenizer, offline: the tokenizer is the first thing checked."""
-    checkpoint = tmp_path / "tag2text_swin_14m.pth"
-    checkpoint.write_bytes(b"")
-    (tmp_path / "tag_list.txt").write_text("dog\ncat\n")
-    result = run_cli(["convert", "--checkpoint", str(checkpoint), "--tag-list", "tag_list.txt", "--output-dir",
-                      "tag2text-swin-b"], cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    (line,) = result.stderr.strip().splitlines()
-    assert "could not load 'bert-base-uncased'" in line and "vocab.txt" in line and "--tokenizer" in line
-    assert "5-token vocabulary" in line
-    assert not (tmp_path / "tag2text-swin-b").exists()
-
-
 def test_help_exits_0_and_shows_defaults(capsys):
     from tag2text.hub.cli import main
 
