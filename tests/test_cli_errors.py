@@ -46,6 +46,8 @@ CASES = {
                                   ["--model", "nosuch_dir", "no model directory"]),
     "caption-missing-relative-path": (["caption", "--model", "./models/t2t", "{root}/image.png"],
                                       ["--model", "./models/t2t", "no model directory"]),
+    "caption-repo-id-offline-not-cached": (["caption", "--model", "someone/no-such-tag2text", "{root}/image.png"],
+                                           ["--model", "someone/no-such-tag2text", "could not load"]),
     "caption-model-is-a-file": (["caption", "--model", "{root}/image.png", "{root}/image.png"],
                                 ["--model", "image.png", "is a file"]),
     "caption-dir-without-config": (["caption", "--model", "{root}/no_config", "{root}/image.png"],
