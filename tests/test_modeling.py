@@ -252,7 +252,8 @@ def _train_step(model, batch):
     model.zero_grad()
     out = model(**batch, tag_labels=torch.eye(model.config.num_tags)[:3])
     embeds = out.image_embeds
-    itc = model.get_image_features(image_embeds=embeds).pooler_output @ model.get_text_features(batch["input_ids"]).pooler_output.T
+    image_features = model.get_image_features(image_embeds=embeds).pooler_output
+    itc = image_features @ model.get_text_features(batch["input_ids"]).pooler_output.T
     itm = model.get_itm_logits(batch["tag_input_ids"], batch["tag_attention_mask"], embeds)
     loss = out.loss + (itc / model.logit_temperature).logsumexp(-1).mean() + itm.logsumexp(-1).mean()
     loss.backward()

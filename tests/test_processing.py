@@ -169,7 +169,8 @@ def test_caption_options_take_effect_flat_or_as_text_kwargs(processor, tokenizer
     assert short["input_ids"].shape[1] == 5 and tokenizer.convert_ids_to_tokens(short["input_ids"][1])[-1] == "[SEP]"
     bare = processor(text=["a cat"], add_prompt=False, return_labels=True)
     assert tokenizer.convert_ids_to_tokens(bare["input_ids"][0]) == ["[DEC]", "a", "cat", "[SEP]"]
-    assert bare["labels"][0].tolist()[0] == -100 and bare["labels"][0].tolist()[1:] == bare["input_ids"][0].tolist()[1:]
+    labels = bare["labels"][0].tolist()
+    assert labels[0] == -100 and labels[1:] == bare["input_ids"][0].tolist()[1:]
     assert "labels" not in processor(text=texts)
     # left padding: [DEC] takes the first real position and the labels skip the prompt after the padding
     left = processor(text=texts, padding_side="left", return_labels=True)
