@@ -406,6 +406,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
         tag_labels: torch.Tensor | None = None,
         text_input_ids: torch.LongTensor | None = None,
         text_attention_mask: torch.LongTensor | None = None,
+        itm_input_ids: torch.LongTensor | None = None,
         sample_ids: torch.LongTensor | None = None,
         loss_weights: Tag2TextLossWeights | Mapping | None = None,
         encoder_hidden_states: torch.FloatTensor | None = None,
@@ -422,8 +423,10 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 when missing, the predicted tags are used.
             tag_labels: (batch, num_tags) multi-hot tagging targets.
             text_input_ids / text_attention_mask: the alignment text for ITC/ITM (``[CLS] caption [SEP]``, no
-                prompt; the collator builds it). When missing, the caption ids with ``[CLS]`` in place of
-                ``[DEC]`` are used (prompt included).
+                prompt; the processor's ``encode_alignment_text`` builds it). When missing, the caption ids with
+                ``[CLS]`` in place of ``[DEC]`` are used (prompt included).
+            itm_input_ids: the same text with ``[ENC]`` first, for ITM (default: ``text_input_ids`` with
+                ``[ENC]`` in place of their first token); it shares ``text_attention_mask``.
             sample_ids: (batch,) ids of the images; ITC counts pairs with equal ids as positives.
             loss_weights: :class:`Tag2TextLossWeights` or a mapping of it (default all 1, tag scale ``"lm"``).
             encoder_hidden_states: given, the call is one decoding step of
@@ -431,8 +434,9 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 means what it means there.
         """
         if encoder_hidden_states is not None:
-            alignment = [name for name, value in (("text_input_ids", text_input_ids), ("sample_ids", sample_ids),
-                                                  ("loss_weights", loss_weights)) if value is not None]
+            alignment = [name for name, value in (("text_input_ids", text_input_ids), ("itm_input_ids", itm_input_ids),
+                                                  ("sample_ids", sample_ids), ("loss_weights", loss_weights))
+                         if value is not None]
             if alignment:
                 raise ValueError(f"{alignment} belong to the pre-training losses, which need pixel_values, not "
                                  "encoder_hidden_states (a decoding step)")
@@ -487,8 +491,13 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
             if weights.active("itc"):
                 components["itc"] = contrastive.loss
             if weights.active("itm"):
-                itm_ids = text_ids.clone()
-                itm_ids[:, 0] = self.config.text_config.enc_token_id
+                itm_ids = itm_input_ids
+                if itm_ids is None:
+                    itm_ids = text_ids.clone()
+                    itm_ids[:, 0] = self.config.text_config.enc_token_id
+                elif itm_ids.shape != text_ids.shape:
+                    raise ValueError(f"itm_input_ids {tuple(itm_ids.shape)} and text_input_ids "
+                                     f"{tuple(text_ids.shape)} must have one shape (they share the attention mask)")
                 matching = image_text_matching_loss(self, image_embeds, itm_ids, text_mask, contrastive)
                 components["itm"] = matching.loss
 

@@ -27,6 +27,7 @@ from .losses import LOSS_COMPONENTS, LossWeights, distributed_world
 
 logger = logging.getLogger(__name__)
 
+
 class NonFiniteLossError(RuntimeError):
     """A loss component became NaN or infinite; the message names the step, the component and the checkpoint."""
 
