@@ -7,13 +7,10 @@ image, exit status 1 if any failed), computed by :class:`tag2text.onnx.OnnxTag2T
 from __future__ import annotations
 
 import json
-import logging
 import sys
 
 from .caption_command import collect_images
 from .cli_args import UsageError
-
-logger = logging.getLogger(__name__)
 
 
 def caption_batch(model, images, tags=None, threshold=None, generate_kwargs=None):
@@ -35,39 +32,50 @@ def caption_batch(model, images, tags=None, threshold=None, generate_kwargs=None
 
 
 def run(args) -> int:
+    import os
+    import time
+
     from tqdm.auto import tqdm
 
     from tag2text.onnx import OnnxModelError, OnnxTag2Text, load_rgb_image
 
+    from .caption_command import _check_max_length
+    from .cli_args import output_file
+
     if args.dtype != "float32":
-        raise UsageError(f"--dtype {args.dtype} is not available with --backend onnx (export with --quantize int8)")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        raise UsageError(f"--dtype {args.dtype}: not available with --backend onnx (export with --quantize int8)")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise UsageError(f"--device {args.device}: --backend onnx runs on cpu or cuda")
+    paths = collect_images(args.images)
+    if args.output is not None:
+        output_file(args.output, "--output")
     providers = ["CPUExecutionProvider"]
     if args.device != "cpu":
-        if not args.device.startswith("cuda"):
-            raise UsageError(f"--device {args.device!r}: expected cpu, cuda or cuda:N")
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            raise UsageError(f"--device {args.device}: this onnxruntime has no CUDA provider; use --device cpu")
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args.device.partition(":")[2] or 0)}))
     try:
         model = OnnxTag2Text.from_pretrained(args.model, providers=providers)
     except OnnxModelError as error:
-        raise UsageError(f"--model: {error}") from error
+        raise UsageError(f"--model {args.model}: {error}") from error
     generate_kwargs = {}
     if args.num_beams is not None:
         generate_kwargs["num_beams"] = args.num_beams
     if args.max_length is not None:
+        _check_max_length(args.max_length, len(model.manifest["prompt_token_ids"]))
         generate_kwargs["max_length"] = args.max_length
+        # The released minimum (10 tokens) counts [DEC] and the prompt, like max_length.
         prompt_tokens = 1 + len(model.manifest["prompt_token_ids"])
         minimum = model.generation_config.get("min_new_tokens") or 0
         generate_kwargs["min_length"] = min(args.max_length, prompt_tokens + minimum)
 
-    paths = collect_images(args.images)
-    if not paths:
-        raise UsageError("no images found in: " + ", ".join(args.images))
     stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    failures = 0
+    failures = captioned = 0
+    started = time.perf_counter()
     try:
-        progress = tqdm(total=len(paths), desc="captioning (onnx)", unit="img", disable=None)
+        progress = tqdm(total=len(paths), desc="captioning (onnx)", unit="img", disable=None, file=sys.stderr)
         for start in range(0, len(paths), args.batch_size):
             batch_paths = paths[start: start + args.batch_size]
             images, good = [], []
@@ -77,20 +85,22 @@ def run(args) -> int:
                     good.append(path)
                 except OnnxModelError as error:
                     failures += 1
-                    logger.warning("skipping %s: %s", path, error)
+                    progress.write(f"tag2text caption: skipping {path}: {error}", file=sys.stderr)
                     stream.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
             if images:
                 for path, result in zip(good, caption_batch(model, images, args.tags, args.threshold,
                                                             generate_kwargs)):
                     stream.write(json.dumps({"image": str(path), **result}) + "\n")
+                    captioned += 1
             stream.flush()
             progress.update(len(batch_paths))
         progress.close()
     finally:
         if stream is not sys.stdout:
             stream.close()
-    logger.info("captioned %d images with onnxruntime (%d failed)", len(paths) - failures, failures)
-    if failures:
-        logger.error("%d of %d images could not be read", failures, len(paths))
-        return 1
-    return 0
+    seconds = time.perf_counter() - started
+    per_image = seconds / captioned if captioned else float("nan")
+    where = f" into {os.fspath(args.output)}" if args.output else ""
+    print(f"tag2text caption: captioned {captioned}, failed {failures} of {len(paths)} images{where} in "
+          f"{seconds:.1f} s ({per_image:.3f} s per image, onnxruntime)", file=sys.stderr)
+    return 1 if failures else 0
