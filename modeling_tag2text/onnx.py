@@ -162,6 +162,14 @@ class OnnxTag2Text:
         self.thresholds = np.asarray(manifest["tag_thresholds"], dtype=np.float32)
         self.excluded_tag_ids = list(manifest["caption_excluded_tag_ids"])
         self.token_ids = dict(manifest["token_ids"])
+        # The generation config's eos and pad ids are those PyTorch's generate uses (the text config's otherwise).
+        eos = generation.get("eos_token_id")
+        eos = eos[0] if isinstance(eos, list) and len(eos) == 1 else eos
+        if isinstance(eos, list):
+            raise OnnxModelError(f"{os.fspath(directory)!r}: several eos ids {eos} are not supported")
+        self.eos_id = int(eos) if eos is not None else int(self.token_ids["eos"])
+        pad = generation.get("pad_token_id")
+        self.pad_id = int(pad) if pad is not None else int(self.token_ids["pad"])
         self.tag_token_ids = config["tag_token_ids"]
         self.tag_separator_token_ids = config["tag_separator_token_ids"]
         self.image_size = int(image_settings["size"])
@@ -411,7 +419,7 @@ class OnnxTag2Text:
                               picked / np.float32(repetition_penalty))
             np.put_along_axis(scores, sequences[:, :cur_len], picked, axis=1)
         if cur_len < min_length:
-            scores[:, self.token_ids["eos"]] = -np.inf
+            scores[:, self.eos_id] = -np.inf
         return scores
 
     def generate(self, images=None, tags=None, num_beams=None, max_new_tokens=None, min_new_tokens=None,
@@ -462,7 +470,7 @@ class OnnxTag2Text:
         return sequences
 
     def _greedy(self, prompt, batch, cross, max_total, min_total, penalty):
-        eos, pad = self.token_ids["eos"], self.token_ids["pad"]
+        eos, pad = self.eos_id, self.pad_id
         sequences = np.asarray([prompt] * batch, dtype=np.int64)
         unfinished = np.ones(batch, dtype=bool)
         past, step_input = self._empty_past(batch), sequences
@@ -479,7 +487,7 @@ class OnnxTag2Text:
 
     def _beam_search(self, prompt, batch, cross, beams, max_total, min_total, penalty, length_penalty, early_stopping):
         """transformers 5's vectorised beam search (GenerationMixin._beam_search), one image per batch row."""
-        eos, pad = self.token_ids["eos"], self.token_ids["pad"]
+        eos, pad = self.eos_id, self.pad_id
         prompt_length = len(prompt)
         keep = 2 * beams
         fill = pad or eos  # transformers' placeholder (the eos id when [PAD] is 0); replaced after eos anyway
@@ -555,10 +563,10 @@ class OnnxTag2Text:
         return finished_sequences[:, 0, : prompt_length + generated].copy()
 
     def _pad_after_eos(self, sequences, prompt_length: int) -> None:
-        eos = self.token_ids["eos"]
         generated = sequences[:, prompt_length:]
-        after = np.cumsum(generated == eos, axis=1) - (generated == eos)
-        generated[after > 0] = self.token_ids["pad"]
+        is_eos = generated == self.eos_id
+        after = np.cumsum(is_eos, axis=1) - is_eos
+        generated[after > 0] = self.pad_id
 
     # -- text --------------------------------------------------------------------------------------------------
 
