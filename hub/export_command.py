@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .cli_args import UsageError, int_at_least
+from .cli_args import UsageError, int_at_least, output_directory
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from .model_source import resolve_model_source
+
+    source = resolve_model_source(args.model, "--model")
+    output_directory(args.output_dir, "--output-dir")
     output = Path(args.output_dir)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"--output-dir {args.output_dir!r} exists and is not a directory")
-    model = Path(args.model)
-    if (model.is_absolute() or args.model.startswith(".")) and not model.is_dir():
-        raise UsageError(f"--model {args.model!r}: no such directory")
-    if model.is_dir() and not (model / "config.json").is_file():
-        raise UsageError(f"--model {args.model!r}: the directory holds no config.json (not a saved model)")
 
     from .onnx_export import OnnxExportError, export_onnx
 
     try:
-        report = export_onnx(args.model, output, opset=args.opset, quantize=args.quantize)
+        report = export_onnx(source, output, opset=args.opset, quantize=args.quantize)
     except OnnxExportError as error:
         raise UsageError(str(error)) from error
     sizes = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in report.files.items())

@@ -2,8 +2,8 @@
 
 The model's tag head (centred, 30x) and cross-attention (10x) are scaled so that the three test images get
 different tags and different captions (random tiny weights otherwise see nearly the same image). Every
-comparison is with the PyTorch model's own outputs on the same pixels: tag logits within 1e-4, identical tags, identical greedy and
-beam token ids, for a batch of three images and for each image alone.
+comparison is with the PyTorch model's own outputs on the same pixels: tag logits within 1e-4, identical
+tags, identical greedy and beam token ids, for a batch of three images and for each image alone.
 """
 
 import json
@@ -19,7 +19,7 @@ from PIL import Image
 import tiny_factory
 from tag2text.hub import export_onnx
 from tag2text.hub.cli import main
-from tag2text.hub.cli_args import UsageError
+from tag2text.hub.model_source import ModelSourceError
 from tag2text.onnx import OnnxModelError, OnnxTag2Text
 
 ATOL = 1e-4
@@ -299,12 +299,19 @@ def test_export_command_int8_and_bad_arguments(setup, tmp_path, capsys):
     assert agree and np.abs(int8_logits - fp32_logits).max() < 0.1 * np.abs(fp32_logits).max()
     assert int8.generate(pixel_values=pixels).shape[0] == 3
 
-    with pytest.raises(UsageError, match="--model .*no such directory"):
+    with pytest.raises(ModelSourceError, match="--model .*no model directory"):
         from tag2text.hub import export_command
         from tag2text.hub.cli import build_parser
 
         export_command.run(build_parser("export").parse_args(
             ["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")]))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["export", "--model", str(setup["model_dir"]), "--output-dir", str(tmp_path / "y"), "--opset", "11"])
-    assert exit_info.value.code == 2 and "--opset" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["export", "--model", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x")]) == 2
+    assert main(["export", "--model", str(setup["model_dir"]), "--output-dir", str(tmp_path / "y"),
+                 "--opset", "11"]) == 2
+    nowhere = tmp_path / "nowhere"
+    assert capsys.readouterr().err.splitlines() == [
+        f"tag2text export: error: --model {nowhere}: no model directory at {nowhere}",
+        "tag2text export: error: argument --opset: must be at least 18, got 11",
+    ]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
