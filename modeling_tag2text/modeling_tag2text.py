@@ -54,8 +54,7 @@ class Tag2TextModelOutput(ModelOutput):
             input ids were given.
         hidden_states / attentions / cross_attentions: of the interaction encoder, on request
             (``output_hidden_states`` / ``output_attentions``, or the config's values).
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -65,7 +64,8 @@ class Tag2TextModelOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -84,8 +84,7 @@ class Tag2TextForCaptioningOutput(ModelOutput):
         hidden_states / attentions / cross_attentions: of the text decoder, on request (``output_hidden_states``
             / ``output_attentions``, or the config's values). The model is not an encoder-decoder in transformers'
             sense (``is_encoder_decoder`` is false), so generation reads these names.
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -99,7 +98,8 @@ class Tag2TextForCaptioningOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -624,7 +624,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             hidden_states=all_hidden,
             attentions=attentions,
             cross_attentions=cross,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -821,7 +822,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             hidden_states=all_hidden,
             attentions=self_attn,
             cross_attentions=cross_attn,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
