@@ -19,6 +19,7 @@ from transformers import GenerationMixin, PreTrainedModel, SwinModel, ViTModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_original import original_beam_search
@@ -748,6 +749,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             loss = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing)
         return loss, logits, all_hidden, self_attn, cross_attn
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -773,8 +775,6 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
         ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
         """
-        if cache is None:
-            cache = kwargs.pop("past_key_values", None)
         image_embeds = kwargs.pop("image_embeds", None)
         if kwargs:
             raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
@@ -829,10 +829,10 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
         """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
-        every other model keyword passed through), accepting the cache under either name."""
-        cache = cache if cache is not None else past_key_values
+        every other model keyword passed through); the cache is accepted under its old name too."""
         return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
 
     @staticmethod

@@ -243,3 +243,15 @@ def test_modeling_modules_import_neither_processing_nor_hub(name):
             assert not target.startswith(("processing", "hub", "training", "tag2text")), f"{name} imports {target}"
         elif isinstance(node, ast.Import):
             assert not any(alias.name.startswith("tag2text") for alias in node.names), name
+
+
+def test_one_text_conventions_module_serves_both_payloads():
+    """processing/text_conventions.py is a link to the package's module (the processor's Hub payload needs it
+    as its own sibling); the installed copies must be the same text."""
+    import tag2text.processing.text_conventions as for_processor
+    import tag2text.text_conventions as for_model
+
+    with open(for_processor.__file__, "rb") as a, open(for_model.__file__, "rb") as b:
+        assert a.read() == b.read()
+    assert for_processor.tag_text(["cat", " ", "fire hydrant"]) == "cat | fire hydrant"
+    assert for_model.split_tag_text("cat | fire hydrant |") == ["cat", "fire hydrant"]
