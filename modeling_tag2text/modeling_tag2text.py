@@ -319,7 +319,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             raise ValueError(f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}")
         pixel_values = pixel_values.to(self.vision_model.dtype)
         if self._in_cpu_micro_batches(pixel_values):
-            trusting = trust_packed_weights(self.vision_model, object())  # checked once, not per micro-batch
+            trusting = trust_packed_weights(self.vision_model)  # checked once, not per micro-batch
             try:
                 pieces = pixel_values.split(self.cpu_inference_images_per_chunk)
                 return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
@@ -335,7 +335,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
     def get_tag_logits(self, image_embeds: torch.FloatTensor) -> torch.FloatTensor:
         """Tag recognition logits (batch, num_tags) from visual tokens."""
         if self._in_cpu_micro_batches(image_embeds):
-            trusting = trust_packed_weights(self.text_encoder, object())  # checked once, not per micro-batch
+            trusting = trust_packed_weights(self.text_encoder)  # checked once, not per micro-batch
             try:
                 pieces = image_embeds.split(self.cpu_inference_images_per_chunk)
                 return torch.cat([self.get_tag_logits(piece) for piece in pieces])

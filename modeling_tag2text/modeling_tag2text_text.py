@@ -98,8 +98,7 @@ class Tag2TextLinear(nn.Linear):
     fingerprint is one read of the weight; it is skipped only where the owning model vouches that weights cannot
     have changed since the last check (see :func:`trust_packed_weights`): later micro-batches of one call,
     later feed-forward chunks of one forward, later decoding steps on the same cache. It costs the weights'
-    memory once more. ``cpu_weight_packing = False`` on an instance or the class, or
-    ``torch.backends.mkldnn.flags(enabled=False)``, switches it off.
+    memory once more. ``cpu_weight_packing = False`` on an instance or the class switches it off.
     """
 
     cpu_weight_packing = True
@@ -132,8 +131,7 @@ class Tag2TextLinear(nn.Linear):
 
     def forward(self, input):
         if (not self.cpu_weight_packing or self.training or input.device.type != "cpu" or torch.is_grad_enabled()
-                or input.numel() == 0 or not torch.backends.mkldnn.is_available()
-                or is_tracing(input, self.weight)):
+                or is_tracing(input, self.weight) or input.numel() == 0 or not torch.backends.mkldnn.is_available()):
             return nn.functional.linear(input, self.weight, self.bias)
         dtype = input.dtype
         if torch.is_autocast_enabled("cpu"):
@@ -172,7 +170,7 @@ class Tag2TextLinear(nn.Linear):
         return packed
 
 
-def trust_packed_weights(module: nn.Module, token: object) -> list:
+def trust_packed_weights(module: nn.Module, token: object | None = None) -> list:
     """Tell the Tag2TextLinears under ``module`` that weights do not change until :func:`end_packed_weight_trust` (the
     owner's promise for one call): each checks its packed copy once under ``token`` and then trusts it.
 
@@ -180,6 +178,7 @@ def trust_packed_weights(module: nn.Module, token: object) -> list:
     """
     if is_tracing():
         return []
+    token = object() if token is None else token
     taken = []
     for child in module.modules():
         if isinstance(child, Tag2TextLinear) and child._trust_token is None:
@@ -428,7 +427,7 @@ class Tag2TextEncoder(nn.Module):
         output_hidden_states: bool = False,
     ):
         # One forward cannot change weights: packed copies are checked once, not again for each feed-forward chunk.
-        trusting = trust_packed_weights(self, object())
+        trusting = trust_packed_weights(self)
         try:
             return self._run_layers(hidden_states, attention_mask, encoder_hidden_states, cache, mode, num_heads,
                                     num_layers, output_attentions, output_hidden_states)
@@ -564,7 +563,7 @@ class Tag2TextTextDecoder(nn.Module):
         holds keys and values made from the weights of those steps; weights changed in the middle of a
         generation would leave it stale just the same."""
         if is_tracing() or cache is None:
-            return object()
+            return None  # a fresh token (or none under tracing)
         if cache.get_seq_length() > 0 and self._generation is not None and self._generation[0]() is cache:
             return self._generation[1]
         token = object()
