@@ -1,0 +1,104 @@
+"""``tag2text serve``: the web demo and an HTTP API with dynamic batching, for one model loaded once.
+
+``GET /`` is the Gradio demo, ``POST /v1/caption`` and ``POST /v1/tags`` the API, ``GET /health`` and
+``GET /v1/stats`` the state and the batching counters (see :mod:`tag2text.hub.serving_api`). Needs the
+``serve`` extra: ``pip install "tag2text[serve]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .cli_args import UsageError, non_negative_float, non_negative_int, positive_int
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model directory or Hub repo id")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port, logged)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-batch-size", type=positive_int, default=8,
+                        help="most requests per model call (1: no batching)")
+    parser.add_argument("--batch-timeout-ms", type=non_negative_float, default=20.0,
+                        help="longest a request waits for others to share its model call")
+    parser.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="largest width x height accepted, checked from the header before decoding")
+    parser.add_argument("--max-upload-mb", type=positive_int, default=32, help="largest request body in MiB")
+    parser.add_argument("--no-demo", action="store_true", help="serve the API only, without the Gradio page")
+
+
+def _check(args) -> None:
+    from PIL import Image
+
+    if args.port > 65535:
+        raise UsageError(f"--port must be at most 65535, got {args.port}")
+    # PIL refuses images above twice its process-wide limit on open; this server does not change that limit.
+    pil_limit = 2 * Image.MAX_IMAGE_PIXELS
+    if args.max_image_pixels > pil_limit:
+        raise UsageError(f"--max-image-pixels must be at most {pil_limit} (PIL's decompression-bomb limit), "
+                         f"got {args.max_image_pixels}")
+
+
+def _listening_socket(host: str, port: int):
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise UsageError(f"cannot listen on --host {host} --port {port}: {error}") from error
+    return sock
+
+
+def run(args) -> int:
+    _check(args)
+    try:
+        import gradio  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        raise UsageError(f"tag2text serve needs the serve extra (pip install \"tag2text[serve]\"): {error}")
+    import torch
+
+    from .serving_api import build_app
+    from .serving_model import ServingModel
+    from .serving_service import TaggingService
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
+    try:
+        torch.device(args.device)
+    except RuntimeError as error:
+        raise UsageError(f"--device {args.device!r} is not a device ({error})") from error
+    sock = _listening_socket(args.host, args.port)
+    try:
+        logger.info("loading %s on %s (%s)", args.model, args.device, args.dtype)
+        try:
+            serving_model = ServingModel.load(args.model, device=args.device, dtype=args.dtype)
+        except (OSError, ValueError) as error:
+            raise UsageError(f"--model {args.model}: cannot load the model ({error})") from error
+        service = TaggingService(serving_model, max_batch_size=args.max_batch_size,
+                                 batch_timeout_s=args.batch_timeout_ms / 1000.0,
+                                 max_image_pixels=args.max_image_pixels)
+        try:
+            app = build_app(service, demo=not args.no_demo, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+            host, port = sock.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            logger.info("serving on http://%s:%d (demo at /, API at /v1/caption and /v1/tags, state at /health)",
+                        shown, port)
+            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+            server.run(sockets=[sock])
+        finally:
+            service.close()
+            logger.info("stopped after %s", service.stats())
+    finally:
+        sock.close()
+    return 0
