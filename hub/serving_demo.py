@@ -74,7 +74,7 @@ def build_demo(service) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 image = gr.Image(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
-                                 label="Image", elem_id="t2t-image")
+                                 label="Image", height=320, elem_id="t2t-image")
                 steering = gr.Textbox(label="Steering tags (optional)", placeholder="dog | grass",
                                       elem_id="t2t-steering")
                 use_model_thresholds = gr.Checkbox(value=True, label=f"Use {threshold_note}",
@@ -85,10 +85,10 @@ def build_demo(service) -> gr.Blocks:
             with gr.Column():
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="t2t-caption")
                 tags = gr.Textbox(label="Tags the caption was guided by", interactive=False, elem_id="t2t-tags")
-                scores = gr.Label(label="Tag scores", elem_id="t2t-scores")
+                scores = gr.Label(label="Tag scores", show_heading=False, elem_id="t2t-scores")
         scenes = example_images()
         gr.Examples(examples=[[picture] for _, picture in scenes], inputs=[image],
-                    example_labels=[title for title, _ in scenes], label="Examples (drawn at start-up)")
+                    label="Examples (drawn at start-up: " + ", ".join(title for title, _ in scenes) + ")")
         run.click(tag_and_caption, inputs=[image, steering, use_model_thresholds, threshold],
                   outputs=[caption, tags, scores], api_name="caption")
     # Page users' requests run concurrently, so the batcher can group them like API requests.

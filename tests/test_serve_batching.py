@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import tiny_factory
-from serving_support import RunningServer, png_bytes, post_image, request
+from serving_support import RunningServer, png_bytes, post_image, request, responsive_model, scene
 
 from tag2text.hub.caption_command import caption_batch
 from tag2text.hub.serving_batcher import DynamicBatcher
@@ -89,8 +89,9 @@ def _alone(model, processor, image, tags=None, threshold=None, **generate_kwargs
     return caption_batch(model, processor, [image], tags, threshold, generate_kwargs)[0]
 
 
-def test_simultaneous_http_requests_share_model_calls_and_equal_single_runs(model, processor):
-    images = [tiny_factory.draw_image(seed) for seed in range(8)]
+def test_simultaneous_http_requests_share_model_calls_and_equal_single_runs(tokenizer, processor):
+    model = responsive_model(tokenizer)
+    images = [scene(seed) for seed in range(8)]
     # (fields, expected-alone kwargs): six share the default options, two ask for greedy decoding
     # (fields, expected-alone kwargs): six share beam search with 8 new tokens, two ask for greedy decoding
     short = {"max_new_tokens": "8"}
@@ -125,6 +126,7 @@ def test_simultaneous_http_requests_share_model_calls_and_equal_single_runs(mode
         expected = _alone(model, processor, images[index], kwargs.pop("tags", None), kwargs.pop("threshold", None),
                           max_new_tokens=8, **kwargs)
         assert answer == expected, index
+    assert len({answer["caption"] for _, answer in answers}) >= 4  # rows mixed up in a batch would show
     assert answers[2][1]["tags"] != answers[0][1]["tags"]  # the threshold request really tagged differently
     # steering replaces the tags the caption reads; the scores stay the predicted ones
     assert answers[1][1]["tags"] == ["dog", "sky"] and set(answers[1][1]["tag_scores"]) == {"cat", "grass", "red"}
