@@ -59,6 +59,21 @@ def _listening_socket(host: str, port: int):
     return sock
 
 
+def _announcing_server(uvicorn):
+    class AnnouncingServer(uvicorn.Server):
+        """Logs the address (the real port for --port 0) once the socket accepts connections."""
+
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started and sockets:
+                host, port = sockets[0].getsockname()[:2]
+                shown = f"[{host}]" if ":" in host else host
+                logger.info("serving on http://%s:%d (demo at /, API at /v1/caption and /v1/tags, state at "
+                            "/health)", shown, port)
+
+    return AnnouncingServer
+
+
 def run(args) -> int:
     _check(args)
     try:
@@ -90,12 +105,12 @@ def run(args) -> int:
                                  max_image_pixels=args.max_image_pixels)
         try:
             app = build_app(service, demo=not args.no_demo, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
-            host, port = sock.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            logger.info("serving on http://%s:%d (demo at /, API at /v1/caption and /v1/tags, state at /health)",
-                        shown, port)
-            server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
-            server.run(sockets=[sock])
+            server = _announcing_server(uvicorn)(uvicorn.Config(app, log_level="warning",
+                                                                timeout_graceful_shutdown=10))
+            try:
+                server.run(sockets=[sock])
+            except KeyboardInterrupt:
+                pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; stopping is the request, not a failure
         finally:
             service.close()
             logger.info("stopped after %s", service.stats())
