@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest a request waits for others to share its model call")
     parser.add_argument("--max-image-pixels", type=positive_int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help="largest width x height accepted, checked from the header before decoding")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 can be faster on a busy machine)")
     parser.add_argument("--max-upload-mb", type=positive_int, default=32, help="largest request body in MiB")
     parser.add_argument("--no-demo", action="store_true", help="serve the API only, without the Gradio page")
 
@@ -93,6 +95,8 @@ def run(args) -> int:
         torch.device(args.device)
     except RuntimeError as error:
         raise UsageError(f"--device {args.device!r} is not a device ({error})") from error
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sock = _listening_socket(args.host, args.port)
     try:
         logger.info("loading %s on %s (%s)", args.model, args.device, args.dtype)
