@@ -61,7 +61,7 @@ def _listening_socket(host: str, port: int):
     return sock
 
 
-def _announcing_server(uvicorn):
+def _announcing_server(uvicorn, routes: str):
     class AnnouncingServer(uvicorn.Server):
         """Logs the address (the real port for --port 0) once the socket accepts connections."""
 
@@ -70,8 +70,7 @@ def _announcing_server(uvicorn):
             if self.started and sockets:
                 host, port = sockets[0].getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                logger.info("serving on http://%s:%d (demo at /, API at /v1/caption and /v1/tags, state at "
-                            "/health)", shown, port)
+                logger.info("serving on http://%s:%d (%s)", shown, port, routes)
 
     return AnnouncingServer
 
@@ -109,8 +108,9 @@ def run(args) -> int:
                                  max_image_pixels=args.max_image_pixels)
         try:
             app = build_app(service, demo=not args.no_demo, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
-            server = _announcing_server(uvicorn)(uvicorn.Config(app, log_level="warning",
-                                                                timeout_graceful_shutdown=10))
+            routes = ("" if args.no_demo else "demo at /, ") + "API at /v1/caption and /v1/tags, state at /health"
+            server = _announcing_server(uvicorn, routes)(uvicorn.Config(app, log_level="warning",
+                                                                        timeout_graceful_shutdown=10))
             try:
                 server.run(sockets=[sock])
             except KeyboardInterrupt:
