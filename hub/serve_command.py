@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .cli_args import UsageError, non_negative_float, non_negative_int, positive_int
+from .cli_args import UsageError, check_device, device, non_negative_float, non_negative_int, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory or Hub repo id")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=non_negative_int, default=8000, help="port (0: any free port, logged)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max-batch-size", type=positive_int, default=8,
                         help="most requests per model call (1: no batching)")
@@ -76,6 +76,9 @@ def _announcing_server(uvicorn, routes: str):
 
 
 def run(args) -> int:
+    from .model_source import resolve_model_source
+
+    source = resolve_model_source(args.model, "--model")
     _check(args)
     try:
         import gradio  # noqa: F401
@@ -88,21 +91,13 @@ def run(args) -> int:
     from .serving_model import ServingModel
     from .serving_service import TaggingService
 
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available on this machine")
-    try:
-        torch.device(args.device)
-    except RuntimeError as error:
-        raise UsageError(f"--device {args.device!r} is not a device ({error})") from error
+    check_device(args.device, "--device")
     if args.threads:
         torch.set_num_threads(args.threads)
     sock = _listening_socket(args.host, args.port)
     try:
         logger.info("loading %s on %s (%s)", args.model, args.device, args.dtype)
-        try:
-            serving_model = ServingModel.load(args.model, device=args.device, dtype=args.dtype)
-        except (OSError, ValueError) as error:
-            raise UsageError(f"--model {args.model}: cannot load the model ({error})") from error
+        serving_model = ServingModel.load(source, device=args.device, dtype=args.dtype)
         service = TaggingService(serving_model, max_batch_size=args.max_batch_size,
                                  batch_timeout_s=args.batch_timeout_ms / 1000.0,
                                  max_image_pixels=args.max_image_pixels)

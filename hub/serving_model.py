@@ -38,10 +38,12 @@ class ServingModel:
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "cpu", dtype: str = "float32") -> "ServingModel":
-        from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
+        """Load as ``tag2text caption`` does; a source that cannot be loaded raises ModelSourceError naming it."""
+        from .model_source import load_config, load_model, load_processor
 
-        model = Tag2TextForCaptioning.from_pretrained(name_or_path, dtype=DTYPES[dtype]).to(device)
-        processor = Tag2TextProcessor.from_pretrained(name_or_path)
+        config = load_config(name_or_path)
+        processor = load_processor(name_or_path, prompt=config.prompt)
+        model = load_model(name_or_path, dtype=DTYPES[dtype]).to(device)
         return cls(model, processor, name=str(name_or_path))
 
     # -- what the server reports and checks ----------------------------------------------------------------
@@ -101,6 +103,13 @@ class ServingModel:
         names = model.parse_tags(tags if isinstance(tags, str) else [list(tags)], 1)[0]
         if not names:
             raise ValueError("tags holds no tag names")
+        from .caption_command import unknown_steering_tags
+
+        unknown = unknown_steering_tags(model.config.tag_separator.join(names), model.config.tag_separator,
+                                        self.processor.tokenizer)
+        if unknown:
+            # The caption would be steered by [UNK] in their place; refuse rather than replace them silently.
+            raise ValueError(f"the model's tokenizer spells {', '.join(map(repr, unknown))} as [UNK]")
         text = model.config.tag_separator.join(names)
         length = len(self.processor.tokenizer(text)["input_ids"])
         if length > model.config.max_tag_length:

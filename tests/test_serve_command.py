@@ -13,7 +13,7 @@ import tiny_factory
 from serving_support import png_bytes, post_json, request
 
 from tag2text.hub import serve_command
-from tag2text.hub.cli import build_parser
+from tag2text.hub.cli import build_parser, main
 from tag2text.hub.cli_args import UsageError
 
 
@@ -26,6 +26,7 @@ def _args(*argv):
     ("--batch-timeout-ms", "-5", "must be at least 0, got -5"),
     ("--max-image-pixels", "many", "expected an integer, got 'many'"),
     ("--port", "-1", "must be at least 0, got -1"),
+    ("--device", "gpu", "expected cpu, cuda, cuda:N or mps, got 'gpu'"),
 ])
 def test_bad_option_values_exit_2_naming_the_option(capsys, option, value, words):
     with pytest.raises(SystemExit) as raised:
@@ -41,12 +42,23 @@ def test_bad_option_values_exit_2_naming_the_option(capsys, option, value, words
 ])
 def test_usage_errors_from_run(argv, words):
     with pytest.raises(UsageError, match=re.escape(words)):
-        serve_command.run(_args("--model", "m", *argv))
+        serve_command.run(_args("--model", "someone/model", *argv))
 
 
-def test_missing_model_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match=re.escape(f"--model {tmp_path / 'nope'}: cannot load the model")):
-        serve_command.run(_args("--model", str(tmp_path / "nope"), "--port", "0"))
+def test_missing_model_is_one_line_with_exit_2(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path / "nope"), "--port", "0"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"tag2text serve: error: --model {tmp_path / 'nope'}: no model directory at {tmp_path / 'nope'}"
+
+
+def test_unusable_device_is_a_usage_error(tmp_path, model, processor):
+    import torch
+
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    wanted = f"cuda:{torch.cuda.device_count()}"  # one past the last device: never usable
+    with pytest.raises(UsageError, match=re.escape(f"--device {wanted}")):
+        serve_command.run(_args("--model", str(tmp_path / "model"), "--device", wanted, "--port", "0"))
 
 
 def test_serve_command_starts_answers_and_stops_on_sigint(tmp_path, model, processor):

@@ -57,6 +57,8 @@ BAD_REQUESTS = [
      "'threshold' was sent 2 times"),
     ("tags longer than the model reads", lambda u: post_image(u, GOOD, tags=" | ".join(["fire hydrant"] * 30)), 400,
      "field 'tags': tags are"),
+    ("tag the tokenizer cannot spell", lambda u: post_image(u, GOOD, tags="dog | zebra"), 400,
+     "field 'tags': the model's tokenizer spells 'zebra' as [UNK]"),
     ("JSON not JSON", lambda u: request(u, b"{image:", {"Content-Type": "application/json"}), 400, "not valid JSON"),
     ("JSON not an object", lambda u: post_json(u, ["x"]), 400, "must be an object"),
     ("JSON bad base64", lambda u: post_json(u, {"image": "***"}), 400, "'image' is not valid base64"),
