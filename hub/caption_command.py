@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights' dtype")
     parser.add_argument("--output", default=None,
                         help="write JSON lines here instead of standard output (default: standard output)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: --model is a `tag2text export` directory, run on onnxruntime (no torch)")
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -146,6 +148,10 @@ def _check_max_length(max_length: int, prompt_tokens: int) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "backend", "torch") == "onnx":
+        from .onnx_caption import run as run_onnx
+
+        return run_onnx(args)
     source, paths = _check_options(args)
     check_device(args.device, "--device")
 

@@ -23,6 +23,7 @@ from .cli_args import HelpFormatter, UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("tag2text.hub.caption_command", "tag and caption images with a Tag2Text model"),
     "convert": ("tag2text.hub.convert_command", "convert the original tag2text_swin_14m.pth checkpoint"),
+    "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),
     "push": ("tag2text.hub.push_command", "upload a model directory to the Hugging Face Hub"),
     "mine-tags": ("tag2text.processing.mine_tags_command", "parse captions into object/attribute/action tags"),
     "build-tag-list": ("tag2text.processing.build_tag_list_command", "build a tag list from a caption corpus"),
