@@ -69,42 +69,29 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return found
 
 
-def embed_and_tag(model, pixel_values):
-    """Visual tokens and tag logits, the vision tower run once. The one place to switch when the model gets a
-    single method for both."""
-    image_embeds = model.get_image_embeddings(pixel_values)
-    return image_embeds, model.get_tag_logits(image_embeds)
-
-
 def caption_batch(model, processor, images, tags=None, threshold=None, generate_kwargs=None):
     """Tags, tag scores and captions for a list of RGB PIL images (or anything the processor takes).
 
-    The vision tower and the tagging head run once per image: their outputs feed both the reported tags and
-    ``generate`` (``image_embeds=`` and the selected tags' token ids).
+    One ``generate`` call runs the vision tower and the tagging head once per image and returns the tag
+    probabilities with the captions; the reported tags are the predicted ones (also when ``tags`` steer).
     """
     import torch
 
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    steering = {"tags": [tags] * len(images), "tokenizer": processor.tokenizer} if tags else {}
     with torch.no_grad():
-        image_embeds, tag_logits = embed_and_tag(model, pixel_values)
-        selected = model.select_tags(tag_logits, threshold)
-        if tags:
-            steering = {"tags": [tags] * len(images), "tokenizer": processor.tokenizer}
-        else:
-            tag_input_ids, tag_attention_mask = model.build_tag_input_ids(selected, image_embeds.device)
-            steering = {"tag_input_ids": tag_input_ids, "tag_attention_mask": tag_attention_mask}
-        outputs = model.generate(image_embeds=image_embeds, return_dict_in_generate=True, **steering,
-                                 **(generate_kwargs or {}))
-    probabilities = torch.sigmoid(tag_logits.float())
+        outputs = model.generate(pixel_values, tag_threshold=threshold, output_tag_logits=True,
+                                 return_dict_in_generate=True, **steering, **(generate_kwargs or {}))
+    selected = model.select_tags(outputs["tag_logits"], threshold)
+    probabilities = outputs["tag_probs"]
     captions = processor.decode_captions(outputs.sequences)
     results = []
     for index, caption in enumerate(captions):
         ids = selected[index]
         names = [model.config.tag_names[i] for i in ids]
-        used = outputs["tags"][index] if tags else names
         results.append(
             {
-                "tags": list(used),
+                "tags": list(outputs["tags"][index]),
                 "tag_scores": {name: round(float(probabilities[index, i]), 6) for name, i in zip(names, ids)},
                 "caption": caption,
             }
