@@ -130,3 +130,15 @@ def test_every_training_field_is_an_option_as_transformers_spells_it(tmp_path):
     our_options = {o for action in ours._actions for o in action.option_strings}
     their_options = {renamed.get(o, o) for action in theirs._actions for o in action.option_strings} - {"-h", "--help"}
     assert their_options <= our_options
+
+
+def test_quickstart_runs_a_fixed_number_of_steps_unless_given_a_time_budget():
+    from tag2text.training.quickstart_command import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert args.max_steps == 2000 and args.time_budget_minutes is None
+    assert parser.parse_args(["--time-budget-minutes", "7.5"]).time_budget_minutes == 7.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--time-budget-minutes", "0"])

@@ -228,8 +228,11 @@ def split_holdout(train_dataset, data_args, seed: int):
 
 def run_training(setup: TrainingSetup) -> dict:
     """Train (resuming if asked), save the final model, evaluate; returns the summary."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     trainer, args = setup.trainer, setup.training_args
-    result = trainer.train(resume_from_checkpoint=_resume_value(args.resume_from_checkpoint))
+    with logging_redirect_tqdm():  # log lines during training go above the progress bar, not glued onto it
+        result = trainer.train(resume_from_checkpoint=_resume_value(args.resume_from_checkpoint))
     calibration = None
     if setup.holdout_dataset is not None:
         calibration = calibrate_on_holdout(setup)
@@ -268,7 +271,11 @@ def calibrate_thresholds(setup: TrainingSetup, records=None) -> dict:
                                   max_samples=setup.data_args.max_eval_samples, progress=False)
     model = setup.trainer.accelerator.unwrap_model(setup.trainer.model)
     was_training = model.training
+    earlier = dict(model.config.tag_thresholds)
     thresholds = evaluator.calibrate_thresholds(model, records)
+    # A tag without a positive image in ``records`` keeps the threshold it had (e.g. carried over from the
+    # --init-from model) instead of falling back to the global one.
+    model.config.tag_thresholds = {**earlier, **thresholds}
     model.train(was_training)
     return thresholds
 
