@@ -108,8 +108,8 @@ def test_fine_tuning_on_old_plus_new_tags_keeps_the_old_and_learns_the_new(tmp_p
     assert old_f1 > _all_tags_f1(test_dir, OLD_TAGS) + 0.15  # phase 1 learned its colours
 
     assert cli_main(["train", "--train-dir", str(phase2), "--output-dir", str(tmp_path / "ab"), "--init-from",
-                     str(tmp_path / "a"), "--tag-list", str(both_list), "--max-steps", "300", "--learning-rate",
-                     "1e-3", "--no-augment", *common]) == 0
+                     str(tmp_path / "a"), "--tag-list", str(both_list), "--max-steps", "200", "--learning-rate",
+                     "1e-3", "--per-device-train-batch-size", "32", "--no-augment", *common]) == 0
     config = json.loads((tmp_path / "ab" / "config.json").read_text())
     assert config["tag_names"] == OLD_TAGS + NEW_TAGS
     kept_f1 = _f1_on(tmp_path / "ab", test_dir, OLD_TAGS)
