@@ -146,8 +146,11 @@ def test_quickstart_that_stops_early_says_so_on_its_first_line(tmp_path):
     result = _tag2text("quickstart", "--output-dir", out, "--train-images", 24, "--val-images", 8, "--test-images", 6,
                        "--max-steps", 400, "--batch-size", 4, "--num-beams", 1, "--time-budget-minutes", 0.001)
     assert result.returncode == 0, result.stderr[-3000:]
-    first = result.stdout.strip().splitlines()[0]
+    lines = result.stdout.strip().splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("Tag2Text quickstart:"))
+    first = lines[summary - 1]  # the summary block opens with the early stop, above its usual first line
     report = json.loads((out / "metrics.json").read_text())
     assert report["stopped_early"] is True and report["planned_steps"] == 400 and report["steps"] < 400
     assert first.startswith(f"STOPPED EARLY: trained {report['steps']} of 400 planned steps")
+    assert lines[summary].startswith(f"Tag2Text quickstart: {report['steps']} of 400 steps")
     assert "--time-budget-minutes 0.001" in first

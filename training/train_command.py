@@ -312,12 +312,6 @@ def calibrate_on_holdout(setup: TrainingSetup) -> dict:
     return report
 
 
-def _looks_local(text: str) -> bool:
-    """A path rather than a Hub id ("name" or "owner/name"): never sent to the Hub."""
-    return text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text \
-        or os.path.splitext(text)[1] in (".json", ".txt")
-
-
 def check_arguments(args) -> None:
     """Checks of the parsed options against the file system, before any data or model is read; raises
     :class:`UsageError` naming the option and the value."""
@@ -337,16 +331,20 @@ def check_arguments(args) -> None:
     if args.tag_list and not os.path.isfile(args.tag_list):
         raise UsageError(f"--tag-list {args.tag_list}: no such file")
     if args.init_from:
-        if not os.path.exists(args.init_from) and _looks_local(args.init_from):
-            raise UsageError(f"--init-from {args.init_from}: no model directory at that path")
-        if os.path.exists(args.init_from) and not os.path.isfile(os.path.join(args.init_from, "config.json")):
-            raise UsageError(f"--init-from {args.init_from}: not a model directory (no config.json in it)")
+        from ..hub.model_source import ModelSourceError, resolve_model_source
+
+        try:  # a missing local path fails here, at once; a repo id is left to from_pretrained
+            resolve_model_source(args.init_from, option="--init-from")
+        except ModelSourceError as error:
+            raise UsageError(str(error)) from None
     elif args.model_config not in PRESETS and not os.path.isfile(args.model_config):
         raise UsageError(f"--model-config {args.model_config}: neither a preset ({', '.join(sorted(PRESETS))}) "
                          "nor a config.json file")
-    if args.tokenizer and args.tokenizer != "from-captions" and not os.path.exists(args.tokenizer) \
-            and _looks_local(args.tokenizer):
-        raise UsageError(f"--tokenizer {args.tokenizer}: no such vocab.txt or tokenizer directory")
+    if args.tokenizer and args.tokenizer != "from-captions":
+        from ..processing.source_check import missing_local_source
+
+        if missing_local_source(args.tokenizer, allow_bare_name=True):
+            raise UsageError(f"--tokenizer {args.tokenizer}: no such vocab.txt or tokenizer directory")
     resume = getattr(args, "resume_from_checkpoint", None)
     if resume and str(resume).lower() not in ("true", "last", "latest") and not os.path.isdir(resume):
         raise UsageError(f"--resume-from-checkpoint {resume}: no such checkpoint directory")
