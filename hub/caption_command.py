@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
+    add_sharded_arguments(parser)
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -73,6 +76,8 @@ def caption_batch(model, processor, images, tags=None, threshold=None, generate_
 
 
 def run(args) -> int:
+    if wants_sharded_run(args):
+        return run_sharded(args)
     import torch
     from tqdm.auto import tqdm
 
