@@ -309,7 +309,10 @@ def run_sharded(args) -> int:
     if processes.rank == 0 and done:
         logger.info("resuming: %d of %d keys are done, %d to go", len(items) - len(pending), len(items), len(pending))
 
-    model, processor = _load(args, device)
+    import tag2text  # noqa: F401  (registers the Auto classes)
+    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
+
+    processor = Tag2TextProcessor.from_pretrained(args.model)
     num_workers = args.num_workers if args.num_workers is not None else default_num_workers(processes.local_world)
     loader = torch.utils.data.DataLoader(
         DecodedImages(share, tables, processor.image_processor, args.max_image_pixels),
@@ -317,6 +320,9 @@ def run_sharded(args) -> int:
         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None,
         prefetch_factor=4 if num_workers else None, persistent_workers=False,
     )
+    # Start the workers before the model loads: they fork a small process and decode while it loads.
+    batches = iter(loader)
+    model = Tag2TextForCaptioning.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
     generate_kwargs = generate_options(model, args)
     autocast = (torch.autocast(device.type, dtype=getattr(torch, args.autocast)) if args.autocast != "none"
                 else contextlib.nullcontext())
@@ -325,7 +331,7 @@ def run_sharded(args) -> int:
     label = f"annotating [{processes.rank + 1}/{processes.world}]" if processes.world > 1 else "annotating"
     progress = tqdm(total=len(share), desc=label, unit="img", disable=None if processes.local_rank == 0 else True,
                     dynamic_ncols=True)
-    for batch in loader:
+    for batch in batches:
         results = iter(())
         if batch["pixel_values"] is not None:
             pixel_values = batch["pixel_values"].to(device, non_blocking=True)
@@ -355,17 +361,6 @@ def run_sharded(args) -> int:
     processes.barrier()
     manifest = writer_module.read_manifest(output_dir)
     return 1 if manifest["failed"] or manifest["missing"] else 0
-
-
-def _load(args, device):
-    import torch
-
-    import tag2text  # noqa: F401  (registers the Auto classes)
-    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
-
-    model = Tag2TextForCaptioning.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
-    processor = Tag2TextProcessor.from_pretrained(args.model)
-    return model, processor
 
 
 def _options(args) -> dict:
