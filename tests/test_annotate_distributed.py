@@ -1,5 +1,5 @@
-"""`tag2text caption --output-dir` under torchrun with two CPU processes (gloo): disjoint shares, and a run
-killed with SIGKILL mid-way then resumed with a different number of processes."""
+"""`tag2text caption --output-dir` with two CPU processes (gloo): under `accelerate launch`, every key once;
+under torchrun, a run killed with SIGKILL mid-way, then resumed with a different number of processes."""
 
 import os
 import signal
@@ -28,11 +28,14 @@ def setup(tmp_path_factory):
     return root, directory, keys, model, processor, paths
 
 
-def _command(processes, directory, images, out, *extra):
+def _command(processes, directory, images, out, *extra, launcher="torchrun"):
     cli = ["-m", "tag2text.hub.cli", "caption", "--model", str(directory), str(images), "--output-dir", str(out),
            "--num-workers", "1", *CLI_GENERATE, *map(str, extra)]
     if processes == 1:
         return [sys.executable, *cli]
+    if launcher == "accelerate":
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *cli]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *cli]
 
 
@@ -63,7 +66,7 @@ def _descendants(pid):
 def uninterrupted(setup):
     root, directory, _, _, _, _ = setup
     out = root / "uninterrupted"
-    _run(_command(2, directory, root / "images", out, "--shard-size", 4, "--batch-size", 2))
+    _run(_command(2, directory, root / "images", out, "--shard-size", 4, "--batch-size", 2, launcher="accelerate"))
     return out
 
 
