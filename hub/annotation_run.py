@@ -146,7 +146,7 @@ class DecodedImages:
             return item.key, item.source, torch.from_numpy(pixels), None, None
         except ImageFailure as failure:
             return item.key, item.source, None, failure.reason, str(failure)
-        except OSError as error:  # the tar or parquet file itself could not be read
+        except (OSError, ValueError) as error:  # the tar or parquet file itself, or the pixels, could not be read
             return item.key, item.source, None, "unreadable", f"{item.source}: {error}"
 
 
@@ -231,7 +231,10 @@ class Processes:
         launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.state = None
         if launched:
-            from accelerate import PartialState
+            try:
+                from accelerate import PartialState
+            except ImportError:
+                raise UsageError("several processes need accelerate: pip install 'tag2text[annotate]'") from None
 
             self.state = PartialState(cpu=cpu)
             self.rank, self.world = self.state.process_index, self.state.num_processes
@@ -318,7 +321,7 @@ def run_sharded(args) -> int:
         DecodedImages(share, tables, processor.image_processor, args.max_image_pixels),
         batch_size=args.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
         pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None,
-        prefetch_factor=4 if num_workers else None, persistent_workers=False,
+        persistent_workers=False,
     )
     # Start the workers before the model loads: they fork a small process and decode while it loads.
     batches = iter(loader)

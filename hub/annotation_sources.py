@@ -163,7 +163,10 @@ class DatasetTables:
     undecoded (``{"bytes", "path"}``), so the workers decode, not the main process."""
 
     def __init__(self, path: str, image_column: str, split: str | None = None, cache_dir: str | None = None):
-        import datasets
+        try:
+            import datasets
+        except ImportError:
+            raise UsageError("--dataset needs the datasets library: pip install 'tag2text[annotate]'") from None
 
         if not os.path.isdir(path):
             raise UsageError(f"--dataset {path}: not a directory")
