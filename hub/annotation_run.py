@@ -326,32 +326,11 @@ def run_sharded(args) -> int:
     # Start the workers before the model loads: they fork a small process and decode while it loads.
     batches = iter(loader)
     model = Tag2TextForCaptioning.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
-    generate_kwargs = generate_options(model, args)
-    autocast = (torch.autocast(device.type, dtype=getattr(torch, args.autocast)) if args.autocast != "none"
-                else contextlib.nullcontext())
     writer = writer_module.ShardWriter(output_dir, processes.rank, processes.world, args.shard_size, args.format)
-    failed = Counter()
     label = f"annotating [{processes.rank + 1}/{processes.world}]" if processes.world > 1 else "annotating"
     progress = tqdm(total=len(share), desc=label, unit="img", disable=None if processes.local_rank == 0 else True,
                     dynamic_ncols=True)
-    for batch in batches:
-        results = iter(())
-        if batch["pixel_values"] is not None:
-            pixel_values = batch["pixel_values"].to(device, non_blocking=True)
-            with autocast:
-                results = iter(annotate_batch(model, pixel_values, processor, args.tags, args.threshold,
-                                              generate_kwargs))
-        for key, source, good, reason, message in batch["samples"]:
-            if good:
-                writer.add({"key": key, "source": source, **next(results)})
-            else:
-                failed[reason] += 1
-                if sum(failed.values()) <= 10:
-                    logger.warning("%s: %s", reason, message)
-                writer.add({"key": key, "source": source, "error": reason, "error_message": message})
-        progress.update(len(batch["samples"]))
-        if failed:
-            progress.set_postfix(failed=sum(failed.values()), refresh=False)
+    _annotate(batches, model, processor, device, args, writer, progress)
     writer.flush()
     progress.close()
 
@@ -364,6 +343,35 @@ def run_sharded(args) -> int:
     processes.barrier()
     manifest = writer_module.read_manifest(output_dir)
     return 1 if manifest["failed"] or manifest["missing"] else 0
+
+
+def _annotate(batches, model, processor, device, args, writer, progress) -> Counter:
+    """Run the model over the DataLoader's batches and hand every row to ``writer``; failures by reason."""
+    import torch
+
+    generate_kwargs = generate_options(model, args)
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, args.autocast)) if args.autocast != "none"
+                else contextlib.nullcontext())
+    failed = Counter()
+    for batch in batches:
+        results = iter(())
+        if batch["pixel_values"] is not None:
+            pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+            with autocast:
+                results = iter(annotate_batch(model, pixel_values, processor, args.tags, args.threshold,
+                                              generate_kwargs))
+        for key, source, good, reason, message in batch["samples"]:
+            if good:
+                writer.add({"key": key, "source": source, **next(results)})
+                continue
+            failed[reason] += 1
+            if sum(failed.values()) <= 10:
+                logger.warning("%s: %s", reason, message)
+            writer.add({"key": key, "source": source, "error": reason, "error_message": message})
+        progress.update(len(batch["samples"]))
+        if failed:
+            progress.set_postfix(failed=sum(failed.values()), refresh=False)
+    return failed
 
 
 def _options(args) -> dict:
@@ -410,5 +418,6 @@ def _summary(manifest: dict, output_dir: str) -> None:
     line = (f"annotated {manifest['annotated']} of {manifest['inputs']} images, {manifest['failed']} failed"
             f"{f' ({failures})' if failures else ''}, {manifest['missing']} missing; this run {run['images']} images "
             f"in {run['seconds']:.1f} s ({run['images_per_second'] or 0:.2f} images/s, {run['processes']} "
-            f"process{'es' if run['processes'] > 1 else ''}); {len(manifest['shards'])} shards in {output_dir}")
+            f"process{'es' if run['processes'] > 1 else ''}); {len(manifest['shards'])} shard"
+            f"{'s' if len(manifest['shards']) != 1 else ''} in {output_dir}")
     print(line, file=sys.stderr)
