@@ -230,3 +230,24 @@ def test_usage_errors(tmp_path, model, processor):
             annotation_run.run_sharded(_args(*argv))
     with pytest.raises(SystemExit):
         _args("--model", directory, tmp_path / "a", "--output-dir", tmp_path / "o", "--shard-size", "0")
+
+
+def test_bfloat16_autocast_and_device_errors(tmp_path, model, processor):
+    import torch
+
+    directory = model_dir(tmp_path, model, processor)
+    paths = draw_folder(tmp_path / "images", 3)
+    out = tmp_path / "out"
+    assert _caption("--model", directory, tmp_path / "images", "--output-dir", out, "--autocast", "bfloat16",
+                    "--num-workers", 0, *CLI_GENERATE) == 0
+    rows = read_output(out)
+    assert sorted(row["key"] for row in rows) == sorted(p.relative_to(tmp_path / "images").as_posix() for p in paths)
+    assert all(row["error"] is None and row["caption"] for row in rows)
+    assert manifest(out)["options"]["autocast"] == "bfloat16"
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            annotation_run.run_sharded(_args("--model", directory, tmp_path / "images", "--output-dir",
+                                             tmp_path / "gpu", "--device", "cuda"))
+    with pytest.raises(UsageError, match="float16 needs a GPU"):
+        annotation_run.run_sharded(_args("--model", directory, tmp_path / "images", "--output-dir", tmp_path / "f16",
+                                         "--autocast", "float16"))
