@@ -129,9 +129,11 @@ def _plain_loop(model, collator, records, batch_size, steps, warmup, device, che
         sample_ids = batch.pop("sample_ids")
         batch.pop("image_load_failures")
         out = model(**batch)
-        con = image_text_contrastive_loss(model.get_image_features(image_embeds=out.image_embeds),
-                                          model.get_text_features(text_ids, text_mask), model.logit_temperature,
-                                          sample_ids=sample_ids)
+        image_features = model.get_image_features(image_embeds=out.image_embeds).pooler_output
+        text_features = model.get_text_features(text_ids, text_mask).pooler_output
+        con = image_text_contrastive_loss(torch.nn.functional.normalize(image_features, dim=-1),
+                                          torch.nn.functional.normalize(text_features, dim=-1),
+                                          model.logit_temperature, sample_ids=sample_ids)
         itm_ids = text_ids.clone()
         itm_ids[:, 0] = enc
         itm = image_text_matching_loss(model, out.image_embeds, itm_ids, text_mask, con)

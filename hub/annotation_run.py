@@ -31,7 +31,7 @@ import sys
 import time
 from collections import Counter
 
-from .cli_args import UsageError, non_negative_int, positive_int
+from .cli_args import UsageError, check_device, non_negative_int, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -177,31 +177,30 @@ def default_num_workers(local_processes: int) -> int:
 
 
 def annotate_batch(model, pixel_values, processor, tags=None, threshold=None, generate_kwargs=None) -> list[dict]:
-    """Tags, tag scores and captions of a batch; the vision tower and the tagging head run once per image.
+    """Tags, tag scores and captions of a batch, from the model's one generation call: the vision tower and the
+    tagging head run once per image, and the call returns the tags and their probabilities with the captions.
 
     Every model call of sharded annotation is here.
     """
     import torch
 
     with torch.no_grad():
-        image_embeds = model.get_image_embeddings(pixel_values)
-        tag_logits = model.get_tag_logits(image_embeds)
-        predicted = model.select_tags(tag_logits, threshold)
-        probs = torch.sigmoid(tag_logits.float()).cpu()
-        if tags:
-            steer = {"tags": [tags] * pixel_values.shape[0], "tokenizer": processor.tokenizer}
-        else:
-            tag_input_ids, tag_attention_mask = model.build_tag_input_ids(predicted, image_embeds.device)
-            steer = {"tag_input_ids": tag_input_ids, "tag_attention_mask": tag_attention_mask}
-        outputs = model.generate(image_embeds=image_embeds, return_dict_in_generate=True, **steer,
-                                 **(generate_kwargs or {}))
+        outputs = model.generate(
+            pixel_values,
+            tags=[tags] * pixel_values.shape[0] if tags else None,
+            tag_threshold=threshold,
+            tokenizer=processor.tokenizer,
+            output_tag_logits=True,  # the predicted tags' scores are reported with steering tags too
+            return_dict_in_generate=True,
+            **(generate_kwargs or {}),
+        )
+        predicted = outputs["tag_ids"] if not tags else model.select_tags(outputs["tag_logits"], threshold)
+    probs = outputs["tag_probs"].cpu()
     captions = processor.decode_captions(outputs.sequences)
     names = model.config.tag_names
     results = []
     for index, caption in enumerate(captions):
-        predicted_names = [names[i] for i in predicted[index]]
-        used = list(outputs["tags"][index]) if tags else predicted_names
-        results.append({"tags": used,
+        results.append({"tags": list(outputs["tags"][index]),
                         "tag_scores": {names[i]: round(float(probs[index, i]), 6) for i in predicted[index]},
                         "caption": caption})
     return results
@@ -254,13 +253,8 @@ def _device(args, processes):
     name = args.device
     if name == "cuda" and processes.world > 1:
         name = f"cuda:{processes.local_rank}"  # one process per GPU
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {args.device!r} is not a device (cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available")
-    return device
+    check_device(name, "--device")
+    return torch.device(name)
 
 
 def _check_arguments(args) -> None:
@@ -287,9 +281,21 @@ def run_sharded(args) -> int:
 
     from . import annotation_writer as writer_module
     from .annotation_sources import collect_items
+    from .caption_command import _check_max_length, unknown_steering_tags
+    from .model_source import load_config, load_model, load_processor, resolve_model_source
 
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     _check_arguments(args)
+    source = resolve_model_source(args.model)
+    config = load_config(source)
+    if args.max_length is not None:
+        _check_max_length(args.max_length, len(config.prompt_token_ids or []))
+    processor = load_processor(source, prompt=config.prompt)
+    if args.tags:
+        unknown = unknown_steering_tags(args.tags, config.tag_separator, processor.tokenizer)
+        if unknown:
+            logger.warning("--tags: the model's tokenizer spells %s with [UNK]; the captions are steered by [UNK] "
+                           "in their place", ", ".join(map(repr, unknown)))
     items, tables = collect_items(args)
     output_dir = args.output_dir
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
@@ -312,10 +318,6 @@ def run_sharded(args) -> int:
     if processes.rank == 0 and done:
         logger.info("resuming: %d of %d keys are done, %d to go", len(items) - len(pending), len(items), len(pending))
 
-    import tag2text  # noqa: F401  (registers the Auto classes)
-    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
-
-    processor = Tag2TextProcessor.from_pretrained(args.model)
     num_workers = args.num_workers if args.num_workers is not None else default_num_workers(processes.local_world)
     loader = torch.utils.data.DataLoader(
         DecodedImages(share, tables, processor.image_processor, args.max_image_pixels),
@@ -325,7 +327,7 @@ def run_sharded(args) -> int:
     )
     # Start the workers before the model loads: they fork a small process and decode while it loads.
     batches = iter(loader)
-    model = Tag2TextForCaptioning.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).to(device).eval()
+    model = load_model(source, dtype=getattr(torch, args.dtype)).to(device).eval()
     writer = writer_module.ShardWriter(output_dir, processes.rank, processes.world, args.shard_size, args.format)
     label = f"annotating [{processes.rank + 1}/{processes.world}]" if processes.world > 1 else "annotating"
     progress = tqdm(total=len(share), desc=label, unit="img", disable=None if processes.local_rank == 0 else True,

@@ -26,7 +26,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from .cli_args import UsageError
+from .cli_args import UsageError, existing_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -48,10 +48,11 @@ class Item:
 
 
 def file_items(inputs: list[str]) -> list[Item]:
-    """Files as given, folders expanded to their image files in sorted order; a missing path stays an item
-    (reported as a failed row, as ``tag2text caption`` does)."""
+    """Files as given, folders expanded to their image files in sorted order; a path that does not exist is
+    a usage error, as in ``tag2text caption`` (a file that vanishes before it is read is a ``missing`` row)."""
     items = []
     for given in inputs:
+        existing_path(given, "images:")
         path = Path(given)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,7 +1,9 @@
 """``tag2text caption``: tag and caption images with a Tag2Text model directory or Hub repo.
 
 One JSON line per image: {"image", "tags", "tag_scores", "caption"}; an unreadable image gets a line with
-"error" and the run goes on; the exit status is 1 if any image failed.
+"error" and the run goes on; the exit status is 1 if any image failed. Every option, the model source and
+the input paths are checked before the model loads; a progress bar (images per second) runs on a terminal, and
+a summary line (captioned, failed, seconds per image) ends the run on stderr.
 """
 
 from __future__ import annotations
@@ -9,9 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
+from .cli_args import (
+    UsageError,
+    check_device,
+    device,
+    existing_path,
+    output_file,
+    positive_int,
+    probability,
+)
 from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -20,76 +33,146 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model directory or Hub repo id")
+    parser.add_argument("--model", required=True, help="model directory or Hub repo id (owner/name)")
     parser.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
     parser.add_argument("--tags", default=None, help='steer every caption with these tags, e.g. "dog | grass"')
-    parser.add_argument("--threshold", type=float, default=None, help="tagging threshold for every class")
-    parser.add_argument("--num-beams", type=int, default=None, help="beam width (model default: 3)")
-    parser.add_argument("--max-length", type=int, default=None, help="maximum caption length in tokens, prompt included")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--output", default=None, help="write JSON lines here instead of standard output")
+    parser.add_argument("--threshold", type=probability, default=None,
+                        help="tagging threshold in [0, 1] for every class (default: the model's per-class values)")
+    parser.add_argument("--num-beams", type=positive_int, default=None, help="beam width (default: the model's, 3)")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="maximum caption length in tokens, [DEC] and prompt included (default: the model's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="weights' dtype")
+    parser.add_argument("--output", default=None,
+                        help="write JSON lines here instead of standard output (default: standard output)")
     add_sharded_arguments(parser)
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
-    """Files as given, directories expanded to their image files in sorted order; missing paths kept so
-    that they are reported as errors in the output."""
+    """Files as given, directories expanded to their image files in sorted order.
+
+    Raises:
+        UsageError: an input that does not exist, or no image at all.
+    """
     found: list[Path] = []
     for item in inputs:
+        existing_path(item, "images:")
         path = Path(item)
         if path.is_dir():
             found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
         else:
             found.append(path)
+    if not found:
+        raise UsageError("images: no image files (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ") in " + ", ".join(inputs))
     return found
 
 
+def embed_and_tag(model, pixel_values):
+    """Visual tokens and tag logits, the vision tower run once. The one place to switch when the model gets a
+    single method for both."""
+    image_embeds = model.get_image_embeddings(pixel_values)
+    return image_embeds, model.get_tag_logits(image_embeds)
+
+
 def caption_batch(model, processor, images, tags=None, threshold=None, generate_kwargs=None):
-    """Tags, tag scores and captions for a list of RGB PIL images (or anything the processor takes)."""
+    """Tags, tag scores and captions for a list of RGB PIL images (or anything the processor takes).
+
+    The vision tower and the tagging head run once per image: their outputs feed both the reported tags and
+    ``generate`` (``image_embeds=`` and the selected tags' token ids).
+    """
     import torch
 
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
     with torch.no_grad():
-        tag_results = model.tag(pixel_values, threshold=threshold)
-        outputs = model.generate(
-            pixel_values,
-            tags=[tags] * len(images) if tags else None,
-            tag_threshold=threshold,
-            tokenizer=processor.tokenizer,
-            return_dict_in_generate=True,
-            **(generate_kwargs or {}),
-        )
+        image_embeds, tag_logits = embed_and_tag(model, pixel_values)
+        selected = model.select_tags(tag_logits, threshold)
+        if tags:
+            steering = {"tags": [tags] * len(images), "tokenizer": processor.tokenizer}
+        else:
+            tag_input_ids, tag_attention_mask = model.build_tag_input_ids(selected, image_embeds.device)
+            steering = {"tag_input_ids": tag_input_ids, "tag_attention_mask": tag_attention_mask}
+        outputs = model.generate(image_embeds=image_embeds, return_dict_in_generate=True, **steering,
+                                 **(generate_kwargs or {}))
+    probabilities = torch.sigmoid(tag_logits.float())
     captions = processor.decode_captions(outputs.sequences)
     results = []
     for index, caption in enumerate(captions):
-        tagged = tag_results[index]
+        ids = selected[index]
+        names = [model.config.tag_names[i] for i in ids]
+        used = outputs["tags"][index] if tags else names
         results.append(
             {
-                "tags": list(outputs["tags"][index]) if outputs["tags"] is not None else tagged.tags,
-                "tag_scores": {name: round(score, 6) for name, score in zip(tagged.tags, tagged.scores)},
+                "tags": list(used),
+                "tag_scores": {name: round(float(probabilities[index, i]), 6) for name, i in zip(names, ids)},
                 "caption": caption,
             }
         )
     return results
 
 
+def unknown_steering_tags(tags: str, separator: str, tokenizer) -> list[str]:
+    """The names in ``--tags`` that the tokenizer spells with ``[UNK]`` (or with no token at all)."""
+    names = [n.strip() for n in tags.split(separator.strip() or None)] if tags else []
+    unknown = []
+    for name in (n for n in names if n):
+        ids = tokenizer.encode(name, add_special_tokens=False)
+        if not ids or tokenizer.unk_token_id in ids:
+            unknown.append(name)
+    return unknown
+
+
+def _check_options(args) -> tuple[str, list[Path]]:
+    """Everything that can be checked without torch: the model source, the inputs and the output."""
+    from .model_source import read_local_config, resolve_model_source
+
+    source = resolve_model_source(args.model, "--model")
+    paths = collect_images(args.images)
+    if args.output is not None:
+        output_file(args.output, "--output")
+    config = read_local_config(source)
+    if config is not None and args.max_length is not None:
+        _check_max_length(args.max_length, len(config.get("prompt_token_ids") or []))
+    return source, paths
+
+
+def _check_max_length(max_length: int, prompt_tokens: int) -> None:
+    # [DEC], the prompt, and at least one generated token.
+    minimum = prompt_tokens + 2
+    if max_length < minimum:
+        raise UsageError(
+            f"--max-length {max_length}: must be at least {minimum} for this model ([DEC] + {prompt_tokens} prompt "
+            "tokens + 1 generated token)"
+        )
+
+
 def run(args) -> int:
     if wants_sharded_run(args):
         return run_sharded(args)
+    source, paths = _check_options(args)
+    check_device(args.device, "--device")
+
     import torch
     from tqdm.auto import tqdm
 
-    import tag2text  # noqa: F401  (registers the Auto classes)
-    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
     from tag2text.processing import ImageInputError, to_rgb_image
 
-    if args.batch_size < 1:
-        raise SystemExit(f"--batch-size must be at least 1, got {args.batch_size}")
-    dtype = getattr(torch, args.dtype)
-    model = Tag2TextForCaptioning.from_pretrained(args.model, dtype=dtype).to(args.device).eval()
-    processor = Tag2TextProcessor.from_pretrained(args.model)
+    from .model_source import load_config, load_model, load_processor
+
+    config = load_config(source)
+    if args.max_length is not None:
+        _check_max_length(args.max_length, len(config.prompt_token_ids or []))
+    processor = load_processor(source, prompt=config.prompt)
+    if args.tags:
+        unknown = unknown_steering_tags(args.tags, config.tag_separator, processor.tokenizer)
+        if unknown:
+            in_list = set(config.tag_names)
+            described = ", ".join(f"{n!r}" + ("" if n in in_list else " (not in the tag list)") for n in unknown)
+            print(f"tag2text caption: warning: --tags: the model's tokenizer spells {described} with [UNK]; "
+                  "the captions are steered by [UNK] in their place", file=sys.stderr)
+
+    model = load_model(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     generate_kwargs = {}
     if args.num_beams is not None:
         generate_kwargs["num_beams"] = args.num_beams
@@ -99,13 +182,11 @@ def run(args) -> int:
         prompt_tokens = 1 + len(model.config.prompt_token_ids or [])
         generate_kwargs["min_length"] = min(args.max_length, prompt_tokens + (model.generation_config.min_new_tokens or 0))
 
-    paths = collect_images(args.images)
-    if not paths:
-        raise SystemExit("no images found in: " + ", ".join(args.images))
     stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    failures = 0
+    failures = captioned = 0
+    started = time.perf_counter()
     try:
-        progress = tqdm(total=len(paths), desc="captioning", unit="img", disable=None)
+        progress = tqdm(total=len(paths), desc="captioning", unit="img", disable=None, file=sys.stderr)
         for start in range(0, len(paths), args.batch_size):
             batch_paths = paths[start : start + args.batch_size]
             images, good = [], []
@@ -115,19 +196,22 @@ def run(args) -> int:
                     good.append(path)
                 except ImageInputError as error:
                     failures += 1
-                    logger.warning("skipping %s: %s", path, error)
+                    progress.write(f"tag2text caption: skipping {path}: {error}", file=sys.stderr)
                     stream.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
             if images:
                 for path, result in zip(good, caption_batch(model, processor, images, args.tags, args.threshold,
                                                             generate_kwargs)):
                     stream.write(json.dumps({"image": str(path), **result}) + "\n")
+                    captioned += 1
             stream.flush()
             progress.update(len(batch_paths))
         progress.close()
     finally:
         if stream is not sys.stdout:
             stream.close()
-    if failures:
-        logger.error("%d of %d images could not be read", failures, len(paths))
-        return 1
-    return 0
+    seconds = time.perf_counter() - started
+    per_image = seconds / captioned if captioned else float("nan")
+    where = f" into {os.fspath(args.output)}" if args.output else ""
+    print(f"tag2text caption: captioned {captioned}, failed {failures} of {len(paths)} images{where} in "
+          f"{seconds:.1f} s ({per_image:.3f} s per image)", file=sys.stderr)
+    return 1 if failures else 0

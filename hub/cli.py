@@ -1,17 +1,23 @@
 """The ``tag2text`` console script.
 
-Each subcommand lives in its own module, imported only when that subcommand runs, so that
-``tag2text mine-tags`` does not pay for importing torch and ``tag2text --help`` stays fast.
-A subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand lives in its own module, imported only when that subcommand is named, so that
+``tag2text --help`` and every ``tag2text COMMAND --help`` import neither torch nor transformers (a command
+module imports them inside ``run``). A subcommand module defines ``add_arguments(parser)`` and
+``run(args) -> int``.
+
+Errors a user can fix are one line on stderr, ``tag2text COMMAND: error: MESSAGE``, with exit status 2 and no
+traceback: bad option values (argparse, through :class:`CliParser`), :class:`~tag2text.hub.cli_args.UsageError`
+and the loaders' own errors for models and tokenizers that cannot be used.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
+
+from .cli_args import HelpFormatter, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,40 +29,63 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score-captions": ("tag2text.training.metrics.score_captions_command", "BLEU/METEOR/ROUGE-L/CIDEr of captions"),
     "train": ("tag2text.training.train_command", "train or fine-tune Tag2Text with the Trainer"),
     "evaluate": ("tag2text.training.evaluate_command", "tagging, captioning and retrieval metrics of a model"),
-    "quickstart": ("tag2text.training.quickstart_command", "train a tiny model on built-in synthetic data"),
+    "quickstart": ("tag2text.training.quickstart_command", "train a small model on built-in synthetic data"),
 }
 
 
-def _available() -> dict[str, tuple[str, str]]:
-    found = {}
-    for name, (module, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            found[name] = (module, help_text)
-    return found
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (no usage block): ``PROG: error: MESSAGE``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tag2text", description="Tag2Text command-line tools.")
+    parser = CliParser(prog="tag2text", description="Tag2Text command-line tools.", formatter_class=HelpFormatter)
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in _available().items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
+    parser.command_parsers = {}
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+        parser.command_parsers[name] = sub_parser
         if name == command:
             importlib.import_module(module).add_arguments(sub_parser)
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    # Imported here: both modules are light, but main() should not need them to print --help.
+    from ..processing.source_check import TokenizerLoadError
+    from .model_source import ModelSourceError
+
+    return UsageError, TokenizerLoadError, ModelSourceError
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-") and a in COMMANDS), None)
     parser = build_parser(command)
-    args = parser.parse_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+        if extras:  # named by the subcommand's parser, not the top-level one
+            target = parser.command_parsers.get(args.command, parser)
+            target.error(f"unrecognized arguments: {' '.join(extras)}")
+    except SystemExit as stop:  # --help (0) or a bad option value, already printed as one line (2)
+        return stop.code if isinstance(stop.code, int) else 2
     if args.command is None:
         parser.print_help()
         return 2
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[args.command][0])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except _user_errors() as error:
+        message = " ".join(str(error).split())  # one line, whatever the message holds
+        print(f"tag2text {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tag2text {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 
 class UsageError(Exception):
@@ -80,3 +81,75 @@ def int_at_least(minimum: int):
 
     parse.__name__ = f"int_at_least_{minimum}"
     return parse
+
+
+def device(text: str) -> str:
+    """A torch device name: ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether it exists is checked by
+    :func:`check_device` in ``run``, where torch may be imported)."""
+    name, _, index = text.partition(":")
+    if name not in ("cpu", "cuda", "mps") or (index and (name != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def check_device(value: str | None, option: str = "--device") -> None:
+    """Raise :class:`UsageError` when the device named by ``value`` is not usable here (imports torch)."""
+    if value is None or value == "cpu":
+        return
+    import torch
+
+    if value.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"{option} {value}: CUDA is not available here (torch {torch.__version__}); use --device cpu")
+        index = int(value.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"{option} {value}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif value == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"{option} {value}: MPS is not available here; use --device cpu")
+
+
+def existing_file(path, option: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"{option} {path}: no such file")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory, expected a file")
+
+
+def existing_path(path, option: str) -> None:
+    if not os.path.exists(path):
+        raise UsageError(f"{option} {path}: no such file or directory")
+
+
+def output_file(path, option: str) -> None:
+    """A file to be written: not a directory, and its folder must exist (a typo there should not create
+    folders)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: the folder {parent} does not exist")
+
+
+def output_directory(path, option: str) -> None:
+    """A directory to be written (created with its parents when missing): must not be an existing file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{option} {path}: is a file, not a directory")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help text with each option's default, as ``(default: X)``; left out where there is none (None,
+    False flags) or the help text already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text.lower()
+            or not action.option_strings
+            or isinstance(default, (list, tuple)) and not default
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"

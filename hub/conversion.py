@@ -22,10 +22,8 @@ from .checkpoint_mapping import (
     load_converted_state_dict,
     unwrap_state_dict,
 )
+from ..configuration_tag2text import generation_defaults
 from .original_config import (
-    RELEASED_MAX_LENGTH,
-    RELEASED_MIN_LENGTH,
-    RELEASED_NUM_BEAMS,
     RELEASED_NUM_TAGS,
     RELEASED_THRESHOLD,
     OriginalConfigError,
@@ -280,15 +278,9 @@ def convert_checkpoint(
     logger.info("converted %d tensors; new, initialised fresh: %s", len(result.state_dict),
                 ", ".join(result.new_keys) or "none")
 
-    # Released decoding: beam 3, max_length 30 and min_length 10 counting [DEC] and the prompt.
-    prompt_tokens = 1 + len(config.prompt_token_ids)
-    generation = model.generation_config
-    generation.num_beams = RELEASED_NUM_BEAMS
-    generation.max_new_tokens = RELEASED_MAX_LENGTH - prompt_tokens
-    generation.min_new_tokens = max(0, RELEASED_MIN_LENGTH - prompt_tokens)
-    generation.eos_token_id = config.text_config.sep_token_id
-    generation.pad_token_id = config.text_config.pad_token_id
-    generation.bos_token_id = config.text_config.bos_token_id
+    # The released decoding defaults (one definition, applied by the model's constructor).
+    for name, value in generation_defaults(config).items():
+        setattr(model.generation_config, name, value)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+
+from .cli_args import UsageError, existing_file, output_directory, probability
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +23,22 @@ def _class_threshold(text: str) -> tuple[int, float]:
     try:
         if not sep:
             raise ValueError
-        return int(index), float(value)
+        index, value = int(index), float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected INDEX=VALUE (e.g. 2701=0.7), got {text!r}") from None
+    if index < 0 or not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected an INDEX of at least 0 and a VALUE in [0, 1], got {text!r}")
+    return index, value
+
+
+def _tag_index(text: str) -> int:
+    try:
+        index = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a tag index, got {text!r}") from None
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return index
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,11 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision-config", default=None, help="original Swin config JSON (default: config_swinB_384)")
     parser.add_argument("--med-config", default=None, help="original med_config.json (default: the released one)")
     parser.add_argument("--q2l-config", default=None, help="original q2l_config.json (default: the released one)")
-    parser.add_argument("--threshold", type=float, default=0.68, help="tag threshold for every class (0.68)")
+    parser.add_argument("--threshold", type=probability, default=0.68, help="tag threshold in [0, 1] for every class")
     parser.add_argument("--class-threshold", type=_class_threshold, nargs="*", default=None, metavar="INDEX=VALUE",
                         help="per-class thresholds, replacing the released 2701=0.7 2828=0.7 1167=0.7 "
                              "(give the option with no values for none)")
-    parser.add_argument("--delete-tag-index", type=int, nargs="*", default=None, metavar="INDEX",
+    parser.add_argument("--delete-tag-index", type=_tag_index, nargs="*", default=None, metavar="INDEX",
                         help="tags left out of the caption prompt, replacing the released seven "
                              "(127 2961 3351 3265 3338 3355 3359; give the option with no values for none)")
     parser.add_argument("--tokenizer", default="bert-base-uncased",
@@ -49,7 +66,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None, help="Hugging Face cache for the checkpoint download")
 
 
+def _check_options(args) -> None:
+    output_directory(args.output_dir, "--output-dir")
+    for option in ("checkpoint", "tag_list", "vision_config", "med_config", "q2l_config"):
+        value = getattr(args, option)
+        if value is not None:
+            existing_file(value, "--" + option.replace("_", "-"))
+    if args.push_to_hub is not None:
+        from ..processing.source_check import looks_like_hub_id
+
+        if not looks_like_hub_id(args.push_to_hub, allow_bare_name=True):
+            raise UsageError(f"--push-to-hub {args.push_to_hub}: expected NAME or OWNER/NAME")
+    if args.cache_dir is not None and os.path.exists(args.cache_dir) and not os.path.isdir(args.cache_dir):
+        raise UsageError(f"--cache-dir {args.cache_dir}: is a file, not a directory")
+
+
 def run(args) -> int:
+    _check_options(args)
+    from tag2text import build_tokenizer
+
+    # Before the checkpoint is read: offline, transformers returns a special-tokens-only bert-base-uncased
+    # instead of raising, which would surface later as a vocabulary-size mismatch.
+    build_tokenizer(args.tokenizer, option="--tokenizer")
+
     from .checkpoint_mapping import CheckpointConversionError
     from .conversion import CheckpointDownloadError, convert_checkpoint
     from .original_config import OriginalConfigError
@@ -73,7 +112,7 @@ def run(args) -> int:
         )
     except (CheckpointConversionError, OriginalConfigError, CheckpointDownloadError, FileNotFoundError,
             NotADirectoryError) as error:
-        logger.error("%s", error)
+        print(f"tag2text convert: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(f"converted {report.checkpoint} ({report.num_tensors} tensors, {report.num_tags} tags) into "
           f"{report.output_dir}")

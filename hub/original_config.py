@@ -14,6 +14,18 @@ import logging
 import os
 from pathlib import Path
 
+# The original Tag2Text class's constructor defaults are defined once, in the configuration module; the names
+# here are the original's.
+from ..configuration_tag2text import RELEASED_CAPTION_EXCLUDED_TAG_IDS as RELEASED_DELETE_TAG_INDEX
+from ..configuration_tag2text import (
+    RELEASED_MAX_TAG_LENGTH,
+    RELEASED_NUM_TAGS,
+    RELEASED_PROMPT,
+)
+from ..configuration_tag2text import RELEASED_TAG_THRESHOLD as RELEASED_THRESHOLD
+from ..configuration_tag2text import RELEASED_TAG_THRESHOLDS as RELEASED_CLASS_THRESHOLDS
+from ..text_conventions import special_token_ids
+
 logger = logging.getLogger(__name__)
 
 # The released model's config files, as shipped with the original code (ram/configs/...).
@@ -45,23 +57,11 @@ RELEASED_MED_CONFIG = {
 RELEASED_Q2L_CONFIG = dict(RELEASED_MED_CONFIG, num_attention_heads=4, num_hidden_layers=2, vocab_size=30522,
                            add_tag_cross_attention=False)
 
-# Constructor defaults of the original Tag2Text class.
-RELEASED_THRESHOLD = 0.68
-RELEASED_CLASS_THRESHOLDS = {2701: 0.7, 2828: 0.7, 1167: 0.7}  # person, man, woman
-RELEASED_DELETE_TAG_INDEX = [127, 2961, 3351, 3265, 3338, 3355, 3359]  # quarter, back, two, three, four, five, one
-RELEASED_PROMPT = "a picture of "
-RELEASED_MAX_TAG_LENGTH = 40
-# Released decoding (Tag2Text.generate defaults): lengths count [DEC] and the prompt tokens.
-RELEASED_NUM_BEAMS = 3
-RELEASED_MAX_LENGTH = 30
-RELEASED_MIN_LENGTH = 10
-
 # Names at the indices the original code hard-codes; a 3,429-tag list that disagrees is not the released one.
 RELEASED_TAG_NAMES_AT = {
     127: "quarter", 2961: "back", 3351: "two", 3265: "three", 3338: "four", 3355: "five", 3359: "one",
     2701: "person", 2828: "man", 1167: "woman",
 }
-RELEASED_NUM_TAGS = 3429
 
 
 class OriginalConfigError(ValueError):
@@ -182,14 +182,7 @@ def _check_bert_config(config: dict, name: str):
 
 
 def _token_ids(tokenizer) -> dict:
-    return {
-        "pad_token_id": tokenizer.pad_token_id,
-        "cls_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-        "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
-        "enc_token_id": tokenizer.convert_tokens_to_ids("[ENC]"),
-    }
+    return special_token_ids(tokenizer)
 
 
 def text_config_from_original(med: dict, name: str = "med config", tokenizer=None):

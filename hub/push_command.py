@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+
+from .cli_args import UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .upload import ModelDirectoryError, push_model_directory
+    from ..processing.source_check import looks_like_hub_id
+    from .upload import ModelDirectoryError, check_model_directory, push_model_directory
 
+    if not looks_like_hub_id(args.repo_id, allow_bare_name=True):
+        raise UsageError(f"--repo-id {args.repo_id}: expected NAME or OWNER/NAME")
+    try:
+        check_model_directory(args.model_dir)  # before any network call
+    except ModelDirectoryError as error:
+        raise UsageError(str(error)) from error
     try:
         url = push_model_directory(
             args.model_dir,
@@ -36,8 +46,8 @@ def run(args) -> int:
             commit_message=args.commit_message,
             write_model_card=not args.no_model_card,
         )
-    except (ModelDirectoryError, RuntimeError, ValueError) as error:
-        logger.error("%s", error)
+    except (ModelDirectoryError, RuntimeError, ValueError, OSError) as error:
+        print(f"tag2text push: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(f"pushed {args.model_dir} to {args.repo_id}: {url}")
     return 0

@@ -52,8 +52,9 @@ def check_model_directory(model_dir) -> dict:
     missing_code = [name for name in PAYLOAD_FILES if not (model_dir / name).is_file()]
     if missing_code or "auto_map" not in config:
         problems.append(
-            f"remote code ({', '.join(missing_code) or 'auto_map in config.json'}); save after `import tag2text`, "
-            "which registers the classes for the Auto API"
+            f"remote code ({', '.join(missing_code) or 'auto_map in config.json'}); save with the classes "
+            "taken from the tag2text package (or after tag2text.register_auto_classes()), which registers them "
+            "for the Auto API"
         )
     if "image-to-text" in config.get("custom_pipelines", {}) and not (model_dir / PIPELINE_FILE).is_file():
         problems.append(PIPELINE_FILE)

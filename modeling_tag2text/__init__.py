@@ -1,52 +1,65 @@
 """Tag2Text for Hugging Face transformers.
 
-``import tag2text`` exposes the config, the models and the processor, and registers them with the Auto
-classes so that ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor`` and the image-to-text
-pipeline find them without ``trust_remote_code``.
+``import tag2text`` is cheap: it imports neither torch nor transformers (so that ``tag2text --help`` is fast).
+The public names load on first use. The first access to a config, model or processor class through this
+package (``from tag2text import Tag2TextForCaptioning``) also registers the classes with the Auto classes,
+so that ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor`` and the image-to-text pipeline find
+them without ``trust_remote_code`` and ``save_pretrained`` writes the remote-code payload; call
+:func:`register_auto_classes` to do that explicitly.
 """
 
-from .configuration_tag2text import (
-    PRESETS,
-    Tag2TextConfig,
-    Tag2TextTaggingConfig,
-    Tag2TextTextConfig,
-    preset_config,
-)
-from .modeling_tag2text import (
-    Tag2TextForCaptioning,
-    Tag2TextForCaptioningOutput,
-    Tag2TextModel,
-    Tag2TextModelOutput,
-    Tag2TextPreTrainedModel,
-    Tag2TextTagOutput,
-    asymmetric_loss,
-)
-from .registration import register_auto_classes
+from __future__ import annotations
 
-try:
-    from .processing import Tag2TextImageProcessor, Tag2TextProcessor, build_tokenizer
-except ImportError as error:  # only when the package is used from a partial checkout
-    raise ImportError(f"tag2text.processing could not be imported: {error}") from error
-
-register_auto_classes()
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "PRESETS",
+_EXPORTS = {
+    "PRESETS": ".configuration_tag2text",
+    "Tag2TextConfig": ".configuration_tag2text",
+    "Tag2TextTaggingConfig": ".configuration_tag2text",
+    "Tag2TextTextConfig": ".configuration_tag2text",
+    "preset_config": ".configuration_tag2text",
+    "Tag2TextForCaptioning": ".modeling_tag2text",
+    "Tag2TextForCaptioningOutput": ".modeling_tag2text",
+    "Tag2TextModel": ".modeling_tag2text",
+    "Tag2TextModelOutput": ".modeling_tag2text",
+    "Tag2TextPreTrainedModel": ".modeling_tag2text",
+    "Tag2TextTagOutput": ".modeling_tag2text",
+    "asymmetric_loss": ".modeling_tag2text",
+    "register_auto_classes": ".registration",
+    "Tag2TextImageProcessor": ".processing",
+    "Tag2TextProcessor": ".processing",
+    "TokenizerLoadError": ".processing",
+    "build_tokenizer": ".processing",
+}
+
+# Names whose first access registers the Auto classes: whoever holds one of these can save or load a model.
+_REGISTERING = {
     "Tag2TextConfig",
-    "Tag2TextForCaptioning",
-    "Tag2TextForCaptioningOutput",
-    "Tag2TextImageProcessor",
-    "Tag2TextModel",
-    "Tag2TextModelOutput",
-    "Tag2TextPreTrainedModel",
-    "Tag2TextProcessor",
-    "Tag2TextTagOutput",
     "Tag2TextTaggingConfig",
     "Tag2TextTextConfig",
-    "asymmetric_loss",
-    "build_tokenizer",
     "preset_config",
-    "register_auto_classes",
-]
+    "Tag2TextForCaptioning",
+    "Tag2TextModel",
+    "Tag2TextPreTrainedModel",
+    "Tag2TextImageProcessor",
+    "Tag2TextProcessor",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    if name in _REGISTERING:
+        importlib.import_module(".registration", __name__).register_auto_classes()
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import copy
 
-from transformers import PretrainedConfig, SwinConfig, ViTConfig
+from transformers import AutoConfig, PretrainedConfig, SwinConfig, ViTConfig
 
-# Facts about the released model (see the model card): tag indices into its 3,429-tag list.
+from .text_conventions import PROMPT, TAG_SEPARATOR, special_token_ids, vocabulary_token_ids
+
+# Facts about the released model (the constructor defaults of the original Tag2Text class), defined here only:
+# hub/original_config.py and the model card read them from this module. Tag indices are into its 3,429-tag list.
 RELEASED_TAG_THRESHOLD = 0.68
 RELEASED_TAG_THRESHOLDS = {2701: 0.7, 2828: 0.7, 1167: 0.7}  # person, man, woman
 RELEASED_CAPTION_EXCLUDED_TAG_IDS = [127, 2961, 3351, 3265, 3338, 3355, 3359]  # quarter, back, two, ... one
 RELEASED_NUM_TAGS = 3429
+RELEASED_PROMPT = PROMPT
+RELEASED_MAX_TAG_LENGTH = 40
+# Released decoding (the original's Tag2Text.generate defaults): the lengths count [DEC] and the prompt tokens.
+RELEASED_NUM_BEAMS = 3
+RELEASED_MAX_LENGTH = 30
+RELEASED_MIN_LENGTH = 10
 
 VISION_CONFIG_CLASSES = {"swin": SwinConfig, "vit": ViTConfig}
 
@@ -202,8 +211,10 @@ class Tag2TextConfig(PretrainedConfig):
     """
 
     model_type = "tag2text"
+    # The vision tower is a SwinConfig or a ViTConfig: AutoConfig resolves it from its model_type, so that
+    # SwinConfig.from_pretrained(directory) finds its own part of a saved config.json.
     sub_configs = {
-        "vision_config": PretrainedConfig,
+        "vision_config": AutoConfig,
         "text_config": Tag2TextTextConfig,
         "tagging_config": Tag2TextTaggingConfig,
     }
@@ -218,9 +229,9 @@ class Tag2TextConfig(PretrainedConfig):
         tag_threshold: float = RELEASED_TAG_THRESHOLD,
         tag_thresholds: dict | None = None,
         caption_excluded_tag_ids: list[int] | None = None,
-        prompt: str = "a picture of ",
-        tag_separator: str = " | ",
-        max_tag_length: int = 40,
+        prompt: str = RELEASED_PROMPT,
+        tag_separator: str = TAG_SEPARATOR,
+        max_tag_length: int = RELEASED_MAX_TAG_LENGTH,
         image_text_hidden_size: int = 256,
         itc_temperature: float = 0.07,
         tag_token_ids: list[list[int]] | None = None,
@@ -326,16 +337,12 @@ class Tag2TextConfig(PretrainedConfig):
                 raise ValueError(f"got {len(tag_names)} tag names for a config with {self.num_tags} tags")
             self.tag_names = [str(name) for name in tag_names]
         if tokenizer is not None:
-            encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-            self.tag_token_ids = [list(ids) for ids in tokenizer(self.tag_names, add_special_tokens=False)["input_ids"]]
-            self.tag_separator_token_ids = list(encode(self.tag_separator))
-            self.prompt_token_ids = list(encode(self.prompt))
-            self.text_config.pad_token_id = tokenizer.pad_token_id
-            self.text_config.sep_token_id = tokenizer.sep_token_id
-            self.text_config.eos_token_id = tokenizer.sep_token_id
-            self.text_config.cls_token_id = tokenizer.cls_token_id
-            self.text_config.bos_token_id = tokenizer.convert_tokens_to_ids("[DEC]")
-            self.text_config.enc_token_id = tokenizer.convert_tokens_to_ids("[ENC]")
+            facts = vocabulary_token_ids(tokenizer, self.tag_names, self.prompt, self.tag_separator)
+            self.tag_token_ids = facts["tag_token_ids"]
+            self.tag_separator_token_ids = facts["tag_separator_token_ids"]
+            self.prompt_token_ids = facts["prompt_token_ids"]
+            for name, value in facts["special_token_ids"].items():
+                setattr(self.text_config, name, value)
 
     def to_dict(self):
         output = super().to_dict()
@@ -349,6 +356,23 @@ class Tag2TextConfig(PretrainedConfig):
         if isinstance(pretrained_model_name_or_path, str) and pretrained_model_name_or_path in PRESETS:
             return preset_config(pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def generation_defaults(config: Tag2TextConfig) -> dict:
+    """The decoding defaults of a model, the one definition (the model's ``generation_config`` at construction,
+    the converter and the original beam search read it): beam 3, ``max_length`` 30 and ``min_length`` 10
+    counting ``[DEC]`` and the prompt as released, i.e. 26 and 6 new tokens after the 3-token default prompt;
+    a caption ends at ``[SEP]``."""
+    prompt_tokens = 1 + (len(config.prompt_token_ids) if config.prompt_token_ids is not None else 3)
+    text = config.text_config
+    return {
+        "num_beams": RELEASED_NUM_BEAMS,
+        "max_new_tokens": RELEASED_MAX_LENGTH - prompt_tokens,
+        "min_new_tokens": max(0, RELEASED_MIN_LENGTH - prompt_tokens),
+        "eos_token_id": text.sep_token_id,
+        "pad_token_id": text.pad_token_id,
+        "bos_token_id": text.bos_token_id,
+    }
 
 
 def _released_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
@@ -365,14 +389,7 @@ def _text_token_ids(tokenizer, vocab_size: int) -> dict:
         return {"bos_token_id": vocab_size - 2, "enc_token_id": vocab_size - 1, "pad_token_id": 0,
                 "cls_token_id": min(101, vocab_size - 3), "sep_token_id": min(102, vocab_size - 3),
                 "eos_token_id": min(102, vocab_size - 3)}
-    return {
-        "pad_token_id": tokenizer.pad_token_id,
-        "cls_token_id": tokenizer.cls_token_id,
-        "sep_token_id": tokenizer.sep_token_id,
-        "eos_token_id": tokenizer.sep_token_id,
-        "bos_token_id": tokenizer.convert_tokens_to_ids("[DEC]"),
-        "enc_token_id": tokenizer.convert_tokens_to_ids("[ENC]"),
-    }
+    return special_token_ids(tokenizer)
 
 
 def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:

@@ -8,8 +8,9 @@ and uses other stopping and last-step rules. With a 4-token prompt the two can p
 
 ``Tag2TextForCaptioning.generate`` keeps the current transformers rule by default (so every ``generate``
 feature works: sampling, streaming, ``num_return_sequences``, caching options); ``generate(...,
-beam_scoring="original")`` and :func:`generate_like_original` reproduce the original's beam output token for
-token, including its padding of finished rows with ``[PAD]``.
+beam_scoring="original")`` reproduces the original's beam output token for token, including its padding of
+finished rows with ``[PAD]``; :func:`generate_like_original` is a thin alias of it with the original's argument
+names.
 
 Part of the Hub payload: imports only torch and transformers.
 """
@@ -155,7 +156,6 @@ def original_beam_search(
     return output
 
 
-@torch.no_grad()
 def generate_like_original(
     model,
     pixel_values: torch.Tensor,
@@ -169,30 +169,18 @@ def generate_like_original(
 ) -> torch.LongTensor:
     """Caption token ids as the released ``Tag2Text.generate(image, sample=False, ...)`` returned them.
 
-    Tags are predicted (or taken from ``tags``) and encoded once per image exactly as
-    ``model.generate`` does; only the beam search differs (see the module docstring). With
-    ``num_beams=1`` this is greedy search, which already agrees with ``model.generate``.
-    Decode the result with ``processor.decode_captions``.
+    A documented alias of ``model.generate(pixel_values, beam_scoring="original", ...)`` with the original's
+    argument names and defaults (lengths count the prompt); with ``num_beams=1`` (greedy search, where both
+    rules agree) it is ``model.generate(..., num_beams=1)``. Decode the result with ``processor.decode_captions``.
     """
-    image_embeds = model.get_image_embeddings(pixel_values)
-    batch, device = image_embeds.shape[0], image_embeds.device
-    if tags is None:
-        tag_ids = model.select_tags(model.get_tag_logits(image_embeds), tag_threshold)
-        tag_input_ids, tag_attention_mask = model.build_tag_input_ids(tag_ids, device)
-    else:
-        tag_input_ids, tag_attention_mask, _, _ = model.resolve_tags(tags, batch, tokenizer, device)
-    encoder_hidden_states = model.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)[0]
-    if model.config.prompt_token_ids is None:
-        raise ValueError("config.prompt_token_ids is not set; call model.config.set_tag_vocabulary(tokenizer=...)")
-    prompt = [model.config.text_config.bos_token_id] + list(model.config.prompt_token_ids)
-    prompt_ids = torch.tensor([prompt] * batch, dtype=torch.long, device=device)
-    if num_beams == 1:
-        return model.generate(
-            pixel_values, image_embeds=image_embeds, tag_input_ids=tag_input_ids,
-            tag_attention_mask=tag_attention_mask, num_beams=1,
-            max_length=max_length, min_length=min_length, repetition_penalty=repetition_penalty,
-        )
-    return original_beam_search(
-        model, encoder_hidden_states, prompt_ids, num_beams=num_beams, max_length=max_length,
-        min_length=min_length, repetition_penalty=repetition_penalty,
+    return model.generate(
+        pixel_values,
+        tags=tags,
+        tokenizer=tokenizer,
+        tag_threshold=tag_threshold,
+        beam_scoring="original" if num_beams > 1 else "current",
+        num_beams=num_beams,
+        max_length=max_length,
+        min_length=min_length,
+        repetition_penalty=repetition_penalty,
     )

@@ -17,10 +17,12 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel, SwinModel, ViTModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
-from .configuration_tag2text import Tag2TextConfig
+from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_original import original_beam_search
+from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
@@ -50,7 +52,10 @@ class Tag2TextModelOutput(ModelOutput):
         image_embeds: (batch, 1 + patches, vision width): the pooled token followed by the patch tokens.
         text_encoder_last_hidden_state: (batch, max_tag_length, hidden) interaction-encoder output, when tag
             input ids were given.
-        hidden_states / attentions / cross_attentions: of the interaction encoder, on request.
+        hidden_states / attentions / cross_attentions: of the interaction encoder, on request
+            (``output_hidden_states`` / ``output_attentions``, or the config's values).
+        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
+            attentions were asked for and the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -60,6 +65,7 @@ class Tag2TextModelOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
+    vision_model_output: ModelOutput | None = None
 
 
 @dataclass
@@ -75,7 +81,11 @@ class Tag2TextForCaptioningOutput(ModelOutput):
         image_embeds: (batch, 1 + patches, vision width).
         text_encoder_last_hidden_state: (batch, max_tag_length, hidden).
         cache: the decoder cache, when ``use_cache``.
-        decoder_hidden_states / decoder_attentions / cross_attentions: of the decoder, on request.
+        hidden_states / attentions / cross_attentions: of the text decoder, on request (``output_hidden_states``
+            / ``output_attentions``, or the config's values). The model is not an encoder-decoder in transformers'
+            sense (``is_encoder_decoder`` is false), so generation reads these names.
+        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
+            attentions were asked for and the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -86,9 +96,10 @@ class Tag2TextForCaptioningOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     text_encoder_last_hidden_state: torch.FloatTensor | None = None
     cache: object | None = None
-    decoder_hidden_states: tuple | None = None
-    decoder_attentions: tuple | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
     cross_attentions: tuple | None = None
+    vision_model_output: ModelOutput | None = None
 
 
 @dataclass
@@ -153,6 +164,12 @@ class Tag2TextTaggingHead(nn.Module):
         # GroupWiseLinear: logits[b, k] = <weight[k], h[b, k]> + bias[k]
         self.classifier_weight = nn.Parameter(torch.empty(config.num_tags, hidden))
         self.classifier_bias = nn.Parameter(torch.empty(config.num_tags))
+
+    def queries(self, batch_size: int, device) -> torch.Tensor:
+        """The label queries (batch, num_tags, hidden), read through the embedding's forward so that accelerate's
+        offload hooks (``device_map`` with CPU or disk offload) bring the weight in first."""
+        index = torch.arange(self.label_embed.num_embeddings, device=device)
+        return self.label_embed(index).unsqueeze(0).expand(batch_size, -1, -1)
 
     def forward(self, hidden_states):
         return (hidden_states * self.classifier_weight).sum(-1) + self.classifier_bias
@@ -327,7 +344,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         if self._in_cpu_micro_batches(image_embeds):
             pieces = image_embeds.split(self.cpu_inference_images_per_chunk)
             return torch.cat([self.get_tag_logits(piece) for piece in pieces])
-        queries = self.tagging_head.label_embed.weight.unsqueeze(0).expand(image_embeds.shape[0], -1, -1)
+        queries = self.tagging_head.queries(image_embeds.shape[0], image_embeds.device)
         hidden, _, _, _ = self.text_encoder.encoder(
             queries,
             None,
@@ -389,21 +406,16 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             )
 
     def build_tag_input_ids(self, tag_ids_per_image: list[list[int]], device=None):
-        """Token ids of the tag text ``[ENC] t1 | t2 ... [SEP]`` padded to ``max_tag_length``, as the original
-        tokenizes ``" | ".join(tags)`` with truncation, then puts ``[ENC]`` in place of ``[CLS]``."""
+        """Token ids of the tag text ``[ENC] t1 | t2 ... [SEP]`` padded to ``max_tag_length`` for tag class indices,
+        from the token ids the config records (see :func:`text_conventions.tag_token_sequences`)."""
         self._require_token_ids()
+        pieces = [[self.config.tag_token_ids[index] for index in ids] for ids in tag_ids_per_image]
+        return self._tag_tensors(pieces, device)
+
+    def _tag_tensors(self, pieces, device=None):
         text = self.config.text_config
-        length = self.config.max_tag_length
-        rows, masks = [], []
-        for ids in tag_ids_per_image:
-            tokens = []
-            for position, index in enumerate(ids):
-                if position:
-                    tokens.extend(self.config.tag_separator_token_ids)
-                tokens.extend(self.config.tag_token_ids[index])
-            tokens = [text.enc_token_id] + tokens[: length - 2] + [text.sep_token_id]
-            masks.append([1] * len(tokens) + [0] * (length - len(tokens)))
-            rows.append(tokens + [text.pad_token_id] * (length - len(tokens)))
+        rows, masks = tag_token_sequences(pieces, self.config.tag_separator_token_ids, text.enc_token_id,
+                                          text.sep_token_id, text.pad_token_id, self.config.max_tag_length)
         device = device if device is not None else self.device
         return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(masks, dtype=torch.long, device=device)
 
@@ -448,14 +460,11 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
                 f"tags {unknown[:10]} are not in the model's tag list; pass tokenizer=processor.tokenizer (or "
                 "tag_input_ids from the processor) so that free-form tags can be tokenized"
             )
-        texts = [self.config.tag_separator.join(names) for names in names_per_image]
-        encoded = tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.config.max_tag_length, return_tensors="pt"
-        )
-        input_ids = encoded["input_ids"].clone()
-        input_ids[:, 0] = self.config.text_config.enc_token_id
-        device = device if device is not None else self.device
-        return input_ids.to(device), encoded["attention_mask"].to(device), names_per_image, known_ids
+        if self.config.tag_separator_token_ids is None:
+            self.config.tag_separator_token_ids = piece_ids(tokenizer, [self.config.tag_separator])[0]
+        pieces = [piece_ids(tokenizer, names) for names in names_per_image]
+        ids, mask = self._tag_tensors(pieces, device)
+        return ids, mask, names_per_image, known_ids
 
     # -- interaction encoder, ITC, ITM ---------------------------------------------------------------------------
 
@@ -472,16 +481,97 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             output_hidden_states=output_hidden_states,
         )
 
-    def get_image_features(self, pixel_values=None, image_embeds=None) -> torch.FloatTensor:
-        """L2-normalised ITC image features (batch, image_text_hidden_size) from the pooled visual token."""
-        if image_embeds is None:
-            image_embeds = self.get_image_embeddings(pixel_values)
-        return nn.functional.normalize(self.vision_proj(image_embeds[:, 0, :]), dim=-1)
+    def get_vision_outputs(self, pixel_values, output_attentions: bool = False, output_hidden_states: bool = False):
+        """(image_embeds, vision tower output or None). The tower's own hidden states and attentions are kept
+        only when asked for; otherwise this is :meth:`get_image_embeddings`."""
+        if not (output_attentions or output_hidden_states):
+            return self.get_image_embeddings(pixel_values), None
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        outputs = self.vision_model(
+            pixel_values=pixel_values.to(self.vision_model.dtype),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        if self.config.vision_config.model_type == "swin":
+            embeds = torch.cat([outputs.pooler_output.unsqueeze(1), outputs.last_hidden_state], dim=1)
+        else:
+            embeds = outputs.last_hidden_state
+        return embeds, outputs
 
-    def get_text_features(self, input_ids, attention_mask=None) -> torch.FloatTensor:
-        """L2-normalised ITC text features from the encoder run as a text-only encoder ([CLS] token)."""
-        hidden, _, _, _ = self.text_encoder(input_ids, attention_mask, mode="text")
-        return nn.functional.normalize(self.text_proj(hidden[:, 0, :]), dim=-1)
+    def _output_flags(self, output_attentions, output_hidden_states, return_dict):
+        config = self.config
+        return (
+            bool(output_attentions if output_attentions is not None else config.output_attentions),
+            bool(output_hidden_states if output_hidden_states is not None else config.output_hidden_states),
+            return_dict if return_dict is not None else config.return_dict,
+        )
+
+    def get_image_features(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        image_embeds: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        """ITC image features, as transformers' CLIP/BLIP ``get_image_features``.
+
+        Returns a ``BaseModelOutputWithPooling``: ``last_hidden_state`` the visual tokens (batch, 1 + patches,
+        width), ``pooler_output`` the projected pooled token (batch, image_text_hidden_size), not normalised (the
+        ITC similarity normalises it), and the vision tower's ``hidden_states``/``attentions`` on request.
+        ``image_embeds`` skips the vision tower.
+        """
+        if kwargs:
+            raise TypeError(f"get_image_features got unexpected argument(s) {sorted(kwargs)}")
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        vision = None
+        if image_embeds is None:
+            image_embeds, vision = self.get_vision_outputs(pixel_values, output_attentions, output_hidden_states)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=image_embeds,
+            pooler_output=self.vision_proj(image_embeds[:, 0, :]),
+            hidden_states=vision.hidden_states if vision is not None else None,
+            attentions=vision.attentions if vision is not None else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def get_text_features(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ):
+        """ITC text features from the encoder run as a text-only encoder (``input_ids`` start with ``[CLS]``, see
+        the processor's ``encode_alignment_text``), as transformers' CLIP/BLIP ``get_text_features``.
+
+        Returns a ``BaseModelOutputWithPooling``: ``last_hidden_state`` (batch, length, hidden), ``pooler_output``
+        the projected ``[CLS]`` state (batch, image_text_hidden_size), not normalised, and the encoder's
+        ``hidden_states``/``attentions`` on request.
+        """
+        if kwargs:
+            raise TypeError(f"get_text_features got unexpected argument(s) {sorted(kwargs)}")
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        hidden, all_hidden, attentions, _ = self.text_encoder(
+            input_ids, attention_mask, mode="text", output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=hidden,
+            pooler_output=self.text_proj(hidden[:, 0, :]),
+            hidden_states=all_hidden,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
 
     def get_itm_logits(self, input_ids, attention_mask, image_embeds) -> torch.FloatTensor:
         """Image-text matching logits (batch, 2) from the encoder run with cross-attention; input_ids should
@@ -509,15 +599,22 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
 
         ``tag_labels`` (batch, num_tags) multi-hot targets give the tagging loss.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if kwargs:
+            raise TypeError(f"Tag2TextModel.forward got unexpected argument(s) {sorted(kwargs)}")
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        vision = None
         if image_embeds is None:
-            image_embeds = self.get_image_embeddings(pixel_values)
+            image_embeds, vision = self.get_vision_outputs(pixel_values, output_attentions, output_hidden_states)
         tag_logits = self.get_tag_logits(image_embeds)
         loss = self.tagging_loss(tag_logits, tag_labels) if tag_labels is not None else None
         hidden = all_hidden = attentions = cross = None
         if tag_input_ids is not None:
+            if tag_attention_mask is None:
+                tag_attention_mask = (tag_input_ids != self.config.text_config.pad_token_id).long()
             hidden, all_hidden, attentions, cross = self.encode_tags(
-                tag_input_ids, tag_attention_mask, image_embeds, bool(output_attentions), bool(output_hidden_states)
+                tag_input_ids, tag_attention_mask, image_embeds, output_attentions, output_hidden_states
             )
         output = Tag2TextModelOutput(
             loss=loss,
@@ -527,6 +624,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             hidden_states=all_hidden,
             attentions=attentions,
             cross_attentions=cross,
+            vision_model_output=vision,
         )
         return output if return_dict else output.to_tuple()
 
@@ -568,11 +666,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         self.text_decoder = Tag2TextTextDecoder(config.text_config)
         self.post_init()
         if getattr(self, "generation_config", None) is not None:
-            # Released decoding defaults: beam 3, max_length 30 and min_length 10 counting the 4 prompt tokens,
-            # i.e. 26 and 6 new tokens after the default prompt.
-            self.generation_config.num_beams = 3
-            self.generation_config.max_new_tokens = 26
-            self.generation_config.min_new_tokens = 6
+            for name, value in generation_defaults(config).items():
+                setattr(self.generation_config, name, value)
 
     def get_output_embeddings(self):
         return self.text_decoder.cls.predictions.decoder
@@ -584,22 +679,36 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         return self.text_decoder.bert.embeddings.word_embeddings
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
-        """Resize the vocabulary of both the interaction encoder and the decoder (and the LM bias)."""
+        """Resize the vocabulary of the interaction encoder, the decoder and the LM head (weights and bias).
+
+        As transformers does: kept rows keep their values, new rows are initialised (around the old mean with
+        ``mean_resizing``); an untied LM head is resized, not replaced, and a tied one follows the decoder's
+        input embeddings. ``text_config.vocab_size`` records the new size.
+        """
         encoder_embeddings = self.text_encoder.embeddings.word_embeddings
         decoder_embeddings = self.text_decoder.bert.embeddings.word_embeddings
         new_encoder = self._get_resized_embeddings(encoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
         new_decoder = self._get_resized_embeddings(decoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
         self.text_encoder.embeddings.word_embeddings = new_encoder
         self.text_decoder.bert.embeddings.word_embeddings = new_decoder
-        head = self.text_decoder.cls.predictions
-        old_bias = head.bias.data
         size = new_decoder.weight.shape[0]
+        head = self.text_decoder.cls.predictions
+        old_head = head.decoder
+        resized = self._get_resized_lm_head(old_head, size, mean_resizing=mean_resizing)
+        if type(resized) is not type(old_head):  # keep the head's own Linear class (its CPU inference path)
+            holder = type(old_head)(resized.in_features, resized.out_features, bias=resized.bias is not None,
+                                    device=resized.weight.device, dtype=resized.weight.dtype)
+            holder.weight = resized.weight
+            if resized.bias is not None:
+                holder.bias = resized.bias
+            resized = holder
+        head.decoder = resized
+        old_bias = head.bias.data
         bias = torch.zeros(size, dtype=old_bias.dtype, device=old_bias.device)
         bias[: min(size, old_bias.shape[0])] = old_bias[:size]
         head.bias = nn.Parameter(bias)
-        head.decoder = nn.Linear(new_decoder.weight.shape[1], size, bias=False, device=old_bias.device,
-                                 dtype=new_decoder.weight.dtype)
         self.config.text_config.vocab_size = size
+        self.config.get_text_config().vocab_size = size
         self.tie_weights()
         return new_decoder
 
@@ -610,7 +719,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
                 "config.prompt_token_ids is not set; call model.config.set_tag_vocabulary(tokenizer=...) or pass "
                 "input_ids from the processor"
             )
-        ids = [self.config.text_config.bos_token_id] + list(prompt_ids)
+        ids = decoder_prompt_ids(self.config.text_config.bos_token_id, prompt_ids)
         return torch.tensor([ids] * batch_size, dtype=torch.long, device=device)
 
     def decode_text(
@@ -663,13 +772,18 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
         ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
         """
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if cache is None:
             cache = kwargs.pop("past_key_values", None)
-        image_embeds = tag_logits = None
-        loss_tag = None
+        image_embeds = kwargs.pop("image_embeds", None)
+        if kwargs:
+            raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        tag_logits = loss_tag = vision = None
         if encoder_hidden_states is None:
-            image_embeds = self.get_image_embeddings(pixel_values)
+            if image_embeds is None:
+                image_embeds, vision = self.get_vision_outputs(pixel_values, output_attentions, output_hidden_states)
             tag_logits = self.get_tag_logits(image_embeds)
             if tag_labels is not None:
                 loss_tag = self.tagging_loss(tag_logits, tag_labels)
@@ -677,6 +791,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
                 tag_input_ids, tag_attention_mask = self.build_tag_input_ids(
                     self.select_tags(tag_logits.detach()), device=image_embeds.device
                 )
+            elif tag_attention_mask is None:
+                tag_attention_mask = (tag_input_ids != self.config.text_config.pad_token_id).long()
             encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
         if input_ids is None:
             input_ids = self._prompt_input_ids(encoder_hidden_states.shape[0], encoder_hidden_states.device)
@@ -689,8 +805,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             position_ids,
             cache,
             labels,
-            bool(output_attentions),
-            bool(output_hidden_states),
+            output_attentions,
+            output_hidden_states,
         )
         losses = [value for value in (loss_lm, loss_tag) if value is not None]
         output = Tag2TextForCaptioningOutput(
@@ -701,32 +817,21 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             tag_logits=tag_logits,
             image_embeds=image_embeds,
             text_encoder_last_hidden_state=encoder_hidden_states,
-            cache=cache,
-            decoder_hidden_states=all_hidden,
-            decoder_attentions=self_attn,
+            cache=cache if use_cache or cache is not None else None,
+            hidden_states=all_hidden,
+            attentions=self_attn,
             cross_attentions=cross_attn,
+            vision_model_output=vision,
         )
         return output if return_dict else output.to_tuple()
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, attention_mask=None,
-                                      encoder_hidden_states=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
+        """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
+        every other model keyword passed through), accepting the cache under either name."""
         cache = cache if cache is not None else past_key_values
-        past_length = cache.get_seq_length() if cache is not None else 0
-        position_ids = None
-        if attention_mask is not None:
-            # Positions count real tokens only, so a left-padded prompt decodes like an unpadded one.
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-            position_ids = position_ids[:, past_length:]
-        return {
-            "input_ids": input_ids[:, past_length:],
-            "attention_mask": attention_mask,
-            "position_ids": position_ids,
-            "encoder_hidden_states": encoder_hidden_states,
-            "cache": cache,
-            "use_cache": kwargs.get("use_cache"),
-        }
+        return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
 
     @staticmethod
     def _reorder_cache(cache, beam_idx):
@@ -751,18 +856,53 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             raise ValueError(f"input_ids has {input_ids.shape[0]} rows but there are {batch_size} images")
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         text = self.config.text_config
-        rows = []
-        for row, row_mask in zip(input_ids.tolist(), mask.tolist()):
-            tokens = [t for t, m in zip(row, row_mask) if m]
-            while tokens and tokens[-1] in (text.sep_token_id, text.pad_token_id):
-                tokens.pop()
-            if not tokens or tokens[0] != text.bos_token_id:
-                tokens = [text.bos_token_id] + tokens
-            rows.append(tokens)
+        rows = [
+            trim_prompt_row([t for t, m in zip(row, row_mask) if m], text.bos_token_id,
+                            (text.sep_token_id, text.pad_token_id))
+            for row, row_mask in zip(input_ids.tolist(), mask.tolist())
+        ]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[text.pad_token_id] * (width - len(r)) + r for r in rows], dtype=torch.long, device=device)
         new_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long, device=device)
         return ids, new_mask
+
+    def tag_and_encode(self, pixel_values=None, image_embeds=None, tags=None, tag_input_ids=None,
+                       tag_attention_mask=None, tag_threshold=None, tokenizer=None, output_tag_logits=None):
+        """The image side of captioning, run once: vision tower, tagging head (when tags are predicted, or when
+        ``output_tag_logits``), tag text and the interaction encoder.
+
+        Returns a dict: ``encoder_hidden_states`` (batch, max_tag_length, hidden), ``image_embeds``, ``tags`` (names
+        per image), ``tag_ids`` (class indices per image, None for free-form tags), ``tag_logits`` and ``tag_probs``
+        (batch, num_tags; None when tags were given and ``output_tag_logits`` was not set).
+        """
+        if image_embeds is None:
+            if pixel_values is None:
+                raise ValueError("generate needs pixel_values, image_embeds or encoder_hidden_states")
+            image_embeds = self.get_image_embeddings(pixel_values)
+        batch_size, device = image_embeds.shape[0], image_embeds.device
+        predicted = tag_input_ids is None and tags is None
+        tag_logits = None
+        if predicted or output_tag_logits:
+            tag_logits = self.get_tag_logits(image_embeds)
+        names = ids = None
+        if tag_input_ids is None:
+            if predicted:
+                ids = self.select_tags(tag_logits, tag_threshold)
+                names = [[self.config.tag_names[i] for i in row] for row in ids]
+                tag_input_ids, tag_attention_mask = self.build_tag_input_ids(ids, device)
+            else:
+                tag_input_ids, tag_attention_mask, names, ids = self.resolve_tags(tags, batch_size, tokenizer, device)
+        elif tag_attention_mask is None:
+            tag_attention_mask = (tag_input_ids != self.config.text_config.pad_token_id).long()
+        encoder_hidden_states = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)[0]
+        return {
+            "encoder_hidden_states": encoder_hidden_states,
+            "image_embeds": image_embeds,
+            "tags": names,
+            "tag_ids": ids,
+            "tag_logits": tag_logits,
+            "tag_probs": torch.sigmoid(tag_logits.float()) if tag_logits is not None else None,
+        }
 
     @torch.no_grad()
     def generate(
@@ -776,9 +916,16 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         tag_threshold=None,
         tokenizer=None,
         beam_scoring: str = "current",
+        image_embeds: torch.FloatTensor | None = None,
+        encoder_hidden_states: torch.FloatTensor | None = None,
+        output_tag_logits: bool | None = None,
         **generate_kwargs,
     ):
         """Tag the images, encode the tags with the image once per image, then decode a caption.
+
+        This is the one generation path: one call runs the vision tower and the tagging head once per image and
+        returns, with ``return_dict_in_generate=True``, the captions together with the tags and their
+        probabilities.
 
         Args:
             pixel_values: (batch, 3, H, W) images from the processor.
@@ -793,56 +940,59 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             beam_scoring: ``"current"`` (transformers' beam search: scores divided by the number of generated
                 tokens) or ``"original"`` (the released model's transformers 4.26 rule: divided by the length
                 including the prompt; token for token as the original; supports num_beams, max_length,
-                min_length, repetition_penalty and returns ids only).
+                min_length, max_new_tokens, repetition_penalty and returns ids only).
+            image_embeds: visual tokens from :meth:`get_image_embeddings` instead of ``pixel_values``.
+            encoder_hidden_states: the interaction-encoder output (e.g. of an earlier call, or in assisted
+                generation): skips the image side; ``input_ids`` are then continued as given.
+            output_tag_logits: also compute tag logits when ``tags`` are given (they are always computed, and
+                returned, when the tags are predicted).
             **generate_kwargs: anything ``GenerationMixin.generate`` takes (num_beams, max_new_tokens,
-                do_sample, top_p, repetition_penalty, return_dict_in_generate, ...).
+                do_sample, top_p, repetition_penalty, return_dict_in_generate, output_scores, output_attentions,
+                output_hidden_states, assistant_model, ...).
 
         Returns:
             token ids (batch * num_return_sequences, length) including the prompt, or with
             ``return_dict_in_generate=True`` the generate output plus ``tags`` (names per image), ``tag_ids``
-            and ``tag_logits``.
+            (class indices per image), ``tag_logits`` and ``tag_probs`` (batch, num_tags) and ``image_embeds``
+            (the visual tokens, for features or matching without another vision pass).
         """
-        if pixel_values is None and generate_kwargs.get("image_embeds") is None:
-            raise ValueError("generate needs pixel_values")
-        image_embeds = generate_kwargs.pop("image_embeds", None)
-        if image_embeds is None:
-            image_embeds = self.get_image_embeddings(pixel_values)
-        batch_size, device = image_embeds.shape[0], image_embeds.device
-        tag_logits = None
-        used_tag_ids = used_tag_names = None
-        if tag_input_ids is None:
-            if tags is None:
-                tag_logits = self.get_tag_logits(image_embeds)
-                used_tag_ids = self.select_tags(tag_logits, tag_threshold)
-                used_tag_names = [[self.config.tag_names[i] for i in ids] for ids in used_tag_ids]
-                tag_input_ids, tag_attention_mask = self.build_tag_input_ids(used_tag_ids, device)
-            else:
-                tag_input_ids, tag_attention_mask, used_tag_names, used_tag_ids = self.resolve_tags(
-                    tags, batch_size, tokenizer, device
-                )
-        elif tag_attention_mask is None:
-            tag_attention_mask = (tag_input_ids != self.config.text_config.pad_token_id).long()
-        encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
-
-        prompt_ids, prompt_mask = self._prepare_prompt(input_ids, attention_mask, batch_size, device)
         if beam_scoring not in ("current", "original"):
             raise ValueError(f"beam_scoring must be 'current' or 'original', got {beam_scoring!r}")
+        legacy_cache = generate_kwargs.pop("past_key_values", None)  # the name before transformers 5.24
+        if legacy_cache is not None and generate_kwargs.get("cache") is None:
+            generate_kwargs["cache"] = legacy_cache
+        if encoder_hidden_states is not None:
+            side = {"encoder_hidden_states": encoder_hidden_states, "tags": None, "tag_ids": None,
+                    "tag_logits": None, "tag_probs": None}
+            batch_size, device = encoder_hidden_states.shape[0], encoder_hidden_states.device
+            if input_ids is None:
+                input_ids = self._prompt_input_ids(batch_size, device)
+            prompt_ids = input_ids
+            prompt_mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        else:
+            side = self.tag_and_encode(pixel_values, image_embeds, tags, tag_input_ids, tag_attention_mask,
+                                       tag_threshold, tokenizer, output_tag_logits)
+            encoder_hidden_states = side["encoder_hidden_states"]
+            batch_size, device = encoder_hidden_states.shape[0], encoder_hidden_states.device
+            prompt_ids, prompt_mask = self._prepare_prompt(input_ids, attention_mask, batch_size, device)
         if beam_scoring == "original":
             return self._generate_original_beams(encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs)
-        text = self.config.text_config
+        config = generate_kwargs.get("generation_config") or self.generation_config
         # A caller's max_length/min_length replaces the default new-token counts instead of being overridden.
         if generate_kwargs.get("max_length") is not None:
             generate_kwargs.setdefault("max_new_tokens", None)
         if generate_kwargs.get("min_length") is not None:
             generate_kwargs.setdefault("min_new_tokens", None)
-        default_min = self.generation_config.min_new_tokens
+        default_min = config.min_new_tokens
         max_new = generate_kwargs.get("max_new_tokens")
         if "min_new_tokens" not in generate_kwargs and default_min and max_new is not None and max_new < default_min:
             generate_kwargs["min_new_tokens"] = max_new  # a short max_new_tokens lowers the default minimum
-        generate_kwargs.setdefault("eos_token_id", text.sep_token_id)
-        generate_kwargs.setdefault("pad_token_id", text.pad_token_id)
-        generate_kwargs.setdefault("bos_token_id", text.bos_token_id)
-        if generate_kwargs.get("use_cache", True) and "cache" not in generate_kwargs:
+        if "eos_token_id" not in generate_kwargs and config.eos_token_id is None:
+            # Directories saved before the generation config carried it: a caption ends at [SEP].
+            generate_kwargs["eos_token_id"] = self.config.text_config.sep_token_id
+        if "pad_token_id" not in generate_kwargs and config.pad_token_id is None:
+            generate_kwargs["pad_token_id"] = self.config.text_config.pad_token_id
+        if generate_kwargs.get("use_cache", True) and generate_kwargs.get("cache") is None:
             generate_kwargs["cache"] = EncoderDecoderCache(
                 DynamicCache(config=self.config.text_config), DynamicCache(config=self.config.text_config)
             )
@@ -854,24 +1004,30 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             **generate_kwargs,
         )
         sequences = outputs.sequences if isinstance(outputs, ModelOutput) else outputs
-        self._pad_after_eos(sequences, prompt_ids.shape[1])
+        eos = generate_kwargs.get("eos_token_id", config.eos_token_id)
+        pad = generate_kwargs.get("pad_token_id", config.pad_token_id)
+        self._pad_after_eos(sequences, prompt_ids.shape[1], eos, pad)
         if isinstance(outputs, ModelOutput):
-            outputs["tags"] = used_tag_names
-            outputs["tag_ids"] = used_tag_ids
-            outputs["tag_logits"] = tag_logits
+            for name in ("tags", "tag_ids", "tag_logits", "tag_probs", "image_embeds"):
+                outputs[name] = side.get(name)
         return outputs
 
-    def _pad_after_eos(self, sequences, prompt_length: int) -> None:
-        """Fill what follows each row's first [SEP] with [PAD]; transformers' beam search fills with the eos id
-        when pad_token_id is 0 (a falsy id)."""
-        text = self.config.text_config
+    @staticmethod
+    def _pad_after_eos(sequences, prompt_length: int, eos_token_id, pad_token_id) -> None:
+        """Fill what follows each row's first eos with the pad id (transformers' beam search fills with the eos
+        id when pad_token_id is 0, a falsy id). The eos and pad ids are those the call used; without an eos
+        (``eos_token_id=None``) or a pad id nothing is filled."""
+        if eos_token_id is None or pad_token_id is None:
+            return
+        eos = torch.as_tensor(eos_token_id, device=sequences.device).flatten()
         generated = sequences[:, prompt_length:]
-        after_eos = (generated == text.eos_token_id).long().cumsum(dim=1) - (generated == text.eos_token_id).long()
-        generated.masked_fill_(after_eos > 0, text.pad_token_id)
+        is_eos = torch.isin(generated, eos).long()
+        after_eos = is_eos.cumsum(dim=1) - is_eos
+        generated.masked_fill_(after_eos > 0, int(pad_token_id))
 
     def _generate_original_beams(self, encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs):
         supported = {"num_beams", "max_length", "min_length", "repetition_penalty", "max_new_tokens"}
-        unsupported = sorted(set(generate_kwargs) - supported)
+        unsupported = sorted(k for k, v in generate_kwargs.items() if k not in supported and v is not None)
         if unsupported:
             raise ValueError(f"beam_scoring='original' does not support {unsupported}; use beam_scoring='current'")
         if not bool(prompt_mask.all()):
@@ -888,8 +1044,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             self,
             encoder_hidden_states,
             prompt_ids,
-            num_beams=generate_kwargs.get("num_beams", config.num_beams),
+            num_beams=generate_kwargs.get("num_beams") or config.num_beams,
             max_length=max_length,
             min_length=min(min_length, max_length),
-            repetition_penalty=generate_kwargs.get("repetition_penalty", 1.0),
+            repetition_penalty=generate_kwargs.get("repetition_penalty") or 1.0,
         )

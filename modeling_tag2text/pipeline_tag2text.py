@@ -67,6 +67,7 @@ class Tag2TextCaptionPipeline(Pipeline):
         return inputs
 
     def _forward(self, model_inputs, generate_kwargs=None, threshold=None):
+        # One call tags, encodes and captions the image (one vision pass); the tags come back with the caption.
         tags = model_inputs.pop("tags", None)
         outputs = self.model.generate(
             model_inputs["pixel_values"],
@@ -82,21 +83,3 @@ class Tag2TextCaptionPipeline(Pipeline):
         captions = self.processor.decode_captions(model_outputs["sequences"])
         tags = model_outputs["tags"][0] if model_outputs["tags"] else []
         return [{"generated_text": caption, "tags": list(tags)} for caption in captions]
-
-
-def register_pipeline() -> None:
-    """Register the pipeline under a task name of its own for in-process use (``"tag2text-captioning"``).
-
-    ``"image-to-text"`` itself cannot be registered in-process: transformers redirects it before the registry
-    is consulted; model directories reach this class through ``custom_pipelines`` instead.
-    """
-    from transformers import AutoModelForImageTextToText
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    if "tag2text-captioning" not in PIPELINE_REGISTRY.get_supported_tasks():
-        PIPELINE_REGISTRY.register_pipeline(
-            "tag2text-captioning",
-            pipeline_class=Tag2TextCaptionPipeline,
-            pt_model=AutoModelForImageTextToText,
-            type="multimodal",
-        )

@@ -1,4 +1,5 @@
-"""Registration of the Tag2Text classes with transformers' Auto classes (for installed-package users).
+"""Registration of the Tag2Text classes with transformers' Auto classes and pipelines: the one place where it
+happens (for installed-package users; the modeling and processing modules register nothing themselves).
 
 Not part of the Hub payload: remote-code users get the same through ``auto_map`` in config.json.
 """
@@ -40,7 +41,24 @@ def register_auto_classes() -> None:
     Tag2TextForCaptioning.register_for_auto_class("AutoModelForImageTextToText")
     Tag2TextImageProcessor.register_for_auto_class("AutoImageProcessor")
     Tag2TextProcessor.register_for_auto_class("AutoProcessor")
-    from .pipeline_tag2text import register_pipeline
-
-    register_pipeline()
+    _register_pipeline(AutoModelForImageTextToText)
     _registered = True
+
+
+def _register_pipeline(model_class) -> None:
+    """The captioning pipeline under a task name of its own for in-process use (``"tag2text-captioning"``).
+
+    ``"image-to-text"`` itself cannot be registered in-process: transformers redirects it before the registry
+    is consulted; model directories reach the pipeline through ``custom_pipelines`` instead.
+    """
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    from .pipeline_tag2text import Tag2TextCaptionPipeline
+
+    if "tag2text-captioning" not in PIPELINE_REGISTRY.get_supported_tasks():
+        PIPELINE_REGISTRY.register_pipeline(
+            "tag2text-captioning",
+            pipeline_class=Tag2TextCaptionPipeline,
+            pt_model=model_class,
+            type="multimodal",
+        )

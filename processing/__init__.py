@@ -1,27 +1,39 @@
-"""Inputs of Tag2Text: images, captions and tags (``tag2text.processing``)."""
+"""Inputs of Tag2Text: images, captions and tags (``tag2text.processing``).
 
-from .image_processing_tag2text import ImageInputError, Tag2TextImageProcessor, to_rgb_image
-from .processing_tag2text import Tag2TextProcessor, add_tag2text_tokens, build_tokenizer
+Names are imported on first use, so that the command-line tools in this package (``mine-tags``,
+``build-tag-list``) and their ``--help`` do not pay for torch, transformers or spaCy.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "ImageInputError": ".image_processing_tag2text",
+    "Tag2TextImageProcessor": ".image_processing_tag2text",
+    "to_rgb_image": ".image_processing_tag2text",
+    "Tag2TextProcessor": ".processing_tag2text",
+    "add_tag2text_tokens": ".processing_tag2text",
+    "build_tokenizer": ".processing_tag2text",
+    "TokenizerLoadError": ".source_check",
+    # The tag miner (spaCy).
+    "TagMiner": ".mining",
+    "TagVocabulary": ".mining",
+    "build_tag_list": ".mining",
+    "tag_ids_to_multi_hot": ".mining",
+}
+
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
-    # The tag miner (spaCy) loads only when asked for.
-    if name in ("TagMiner", "TagVocabulary", "build_tag_list", "tag_ids_to_multi_hot"):
-        from . import mining
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        return getattr(mining, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-__all__ = [
-    "ImageInputError",
-    "Tag2TextImageProcessor",
-    "Tag2TextProcessor",
-    "TagMiner",
-    "TagVocabulary",
-    "add_tag2text_tokens",
-    "build_tag_list",
-    "build_tokenizer",
-    "tag_ids_to_multi_hot",
-    "to_rgb_image",
-]
+def __dir__():
+    return sorted(list(globals()) + __all__)

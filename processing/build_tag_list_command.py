@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from ..hub.cli_args import UsageError, existing_path, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,13 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="captions as for mine-tags: text, .jsonl/.json, .csv/.tsv, an imagefolder directory, "
         "or a directory written by Dataset.save_to_disk",
     )
-    parser.add_argument("--top-k", type=int, required=True, metavar="K", help="keep at most K tags")
-    parser.add_argument("--min-count", type=int, default=1, metavar="C", help="keep tags found in at least C captions (default 1)")
-    parser.add_argument("--output", required=True, metavar="tag_list.txt", help="tag list to write; the .counts.json sidecar goes next to it")
+    parser.add_argument("--top-k", type=positive_int, required=True, metavar="K", help="keep at most K tags")
+    parser.add_argument("--min-count", type=positive_int, default=1, metavar="C", help="keep tags found in at least C captions")
+    parser.add_argument("--output", required=True, metavar="tag_list.txt", help="tag list to write (missing folders are created); the .counts.json sidecar goes next to it")
     parser.add_argument("--stop-list", metavar="FILE", help="tags never to keep, one a line ('tag' or 'type:tag')")
     parser.add_argument("--spacy-model", metavar="NAME", help="spaCy English pipeline (default en_core_web_sm)")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="captions per spaCy batch (default 256)")
-    parser.add_argument("--num-proc", type=int, default=None, metavar="N", help="worker processes (default: chosen by corpus size)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, metavar="N", help="captions per spaCy batch")
+    parser.add_argument("--num-proc", type=positive_int, default=None, metavar="N", help="worker processes (default: chosen by corpus size)")
     parser.add_argument("--synonyms", metavar="FILE", help="synonym file applied before counting")
     parser.add_argument("--caption-field", metavar="NAME", help="field/column holding the captions (default caption, captions or text)")
     parser.add_argument(
@@ -29,18 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
 
-def _error(message: str) -> int:
-    print(f"tag2text build-tag-list: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from .mining import SpacyModelNotFoundError, TagMiner, build_tag_list, open_caption_source, read_stop_list
 
+    existing_path(args.captions, "--captions")
+    for option, value in (("--stop-list", args.stop_list), ("--synonyms", args.synonyms)):
+        if value is not None:
+            existing_path(value, option)
     if Path(args.output).is_dir():
-        return _error(f"--output {args.output} is a directory; give a file name such as tag_list.txt")
+        raise UsageError(f"--output {args.output} is a directory; give a file name such as tag_list.txt")
     try:
         stop_list = read_stop_list(args.stop_list) if args.stop_list else None
         source = open_caption_source(args.captions, args.caption_field)
@@ -59,7 +59,7 @@ def run(args) -> int:
             total=source.size,
         )
     except (FileNotFoundError, ValueError, TypeError, SpacyModelNotFoundError) as err:
-        return _error(str(err))
+        raise UsageError(str(err))
     by_type = {t: result.types.count(t) for t in ("object", "action", "attribute")}
     print(f"build-tag-list: {source.name}: kept {len(result.entries)} of {result.candidates} distinct tags {by_type}")
     print(f"wrote {result.tag_list_path} and {result.sidecar_path}")

@@ -7,10 +7,10 @@ beside a CPU torch disables transformers' stock image processors).
 Part of the Hub payload of the processor: imports only the standard library, numpy, PIL and transformers.
 """
 
-from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -117,25 +117,66 @@ def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(array)
 
 
+class Tag2TextImagesKwargs(TypedDict, total=False):
+    """What :class:`Tag2TextImageProcessor` takes at call time (each overrides the attribute of that name)."""
+
+    size: int | dict | None
+    resample: str | None
+    do_rescale: bool | None
+    do_normalize: bool | None
+    image_mean: list | tuple | None
+    image_std: list | tuple | None
+    return_tensors: str | None
+
+
+def _side(size) -> tuple[int, int]:
+    """(height, width) of a ``size`` given as an int (square) or as ``{"height", "width"}`` /
+    ``{"shortest_edge"}``."""
+    if isinstance(size, dict):
+        if "height" in size and "width" in size:
+            height, width = size["height"], size["width"]
+        elif "shortest_edge" in size:
+            height = width = size["shortest_edge"]
+        else:
+            raise ValueError(f"size must be an int or a dict with height and width, got {size!r}")
+    else:
+        height = width = size
+    if isinstance(height, bool) or not isinstance(height, int) or not isinstance(width, int) or min(height, width) < 1:
+        raise ValueError(f"size must be a positive int or height/width of positive ints, got {size!r}")
+    return int(height), int(width)
+
+
 class Tag2TextImageProcessor(BaseImageProcessor):
     """Resize to ``size`` x ``size`` (ignoring aspect ratio), scale by 1/255, normalise.
 
     Args:
-        size: output side in pixels (384 for the released model).
+        size: output side in pixels (384 for the released model), or ``{"height": h, "width": w}``.
         resample: ``"bilinear"`` (released inference), ``"bicubic"``, ``"nearest"`` or ``"lanczos"``.
+        do_rescale: scale 8-bit values to [0, 1] (True).
+        do_normalize: subtract ``image_mean`` and divide by ``image_std`` (True).
         image_mean / image_std: normalisation (ImageNet for the released inference).
+
+    Each of these can also be given at call time (``processor(images=..., size=224, do_normalize=False)``);
+    any other keyword is an error.
     """
 
     model_input_names = ["pixel_values"]
+    valid_kwargs = Tag2TextImagesKwargs
 
-    def __init__(self, size: int = 384, resample: str = "bilinear", image_mean=None, image_std=None, **kwargs):
+    def __init__(self, size: int = 384, resample: str = "bilinear", image_mean=None, image_std=None,
+                 do_rescale: bool = True, do_normalize: bool = True, **kwargs):
         super().__init__(**kwargs)
         if isinstance(size, dict):
-            size = size.get("height", size.get("shortest_edge"))
+            height, width = _side(size)
+            size = height if height == width else {"height": height, "width": width}
+        else:
+            _side(size)
         if resample not in _RESAMPLE:
             raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
-        self.size = int(size)
+        self.size = size
         self.resample = resample
+        self.do_rescale = bool(do_rescale)
+        self.do_normalize = bool(do_normalize)
         self.image_mean = list(image_mean if image_mean is not None else IMAGENET_MEAN)
         self.image_std = list(image_std if image_std is not None else IMAGENET_STD)
 
@@ -153,15 +194,31 @@ class Tag2TextImageProcessor(BaseImageProcessor):
             raise ImageInputError("no images were given")
         return [to_rgb_image(item, index) for index, item in enumerate(images)]
 
-    def pixel_array(self, image: Image.Image) -> np.ndarray:
-        """(3, size, size) float32 array of one RGB image."""
-        resized = image.resize((self.size, self.size), resample=_RESAMPLE[self.resample])
-        array = np.asarray(resized, dtype=np.float32) / 255.0
-        array = (array - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
+    def pixel_array(self, image: Image.Image, size=None, resample=None, do_rescale=None, do_normalize=None,
+                    image_mean=None, image_std=None) -> np.ndarray:
+        """(3, height, width) float32 array of one RGB image; arguments left None take the attributes."""
+        height, width = _side(self.size if size is None else size)
+        resample = self.resample if resample is None else resample
+        if resample not in _RESAMPLE:
+            raise ValueError(f"resample must be one of {sorted(_RESAMPLE)}, got {resample!r}")
+        resized = image.resize((width, height), resample=_RESAMPLE[resample])
+        array = np.asarray(resized, dtype=np.float32)
+        if self.do_rescale if do_rescale is None else do_rescale:
+            array = array / 255.0
+        if self.do_normalize if do_normalize is None else do_normalize:
+            mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32)
+            std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32)
+            array = (array - mean) / std
         return array.transpose(2, 0, 1)
 
     def preprocess(self, images, return_tensors=None, **kwargs) -> BatchFeature:
-        pixels = np.stack([self.pixel_array(image) for image in self.load_images(images)])
+        unknown = sorted(set(kwargs) - set(Tag2TextImagesKwargs.__annotations__))
+        if unknown:
+            raise TypeError(
+                f"Tag2TextImageProcessor got unsupported argument(s) {unknown}; it takes "
+                f"{sorted(set(Tag2TextImagesKwargs.__annotations__))}"
+            )
+        pixels = np.stack([self.pixel_array(image, **kwargs) for image in self.load_images(images)])
         return BatchFeature(data={"pixel_values": pixels}, tensor_type=return_tensors)
 
     def __call__(self, images, return_tensors=None, **kwargs) -> BatchFeature:

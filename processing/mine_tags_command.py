@@ -6,9 +6,10 @@ import argparse
 import json
 import logging
 import os
-import sys
 from collections import deque
 from pathlib import Path
+
+from ..hub.cli_args import UsageError, existing_path, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -21,28 +22,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a text file (one caption a line), a .jsonl/.json file with a 'caption' or 'captions' field "
         "(COCO and Karpathy JSON too), a .csv/.tsv file, or an imagefolder directory with metadata.jsonl",
     )
-    parser.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write one JSON line per caption")
+    parser.add_argument("--output", required=True, metavar="FILE.jsonl",
+                        help="where to write one JSON line per caption (missing folders are created)")
     parser.add_argument("--tag-list", metavar="FILE", help="match tags to this tag list and add tag_ids (its .counts.json sidecar gives types)")
     parser.add_argument("--spacy-model", metavar="NAME", help="spaCy English pipeline (default en_core_web_sm)")
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="captions per spaCy batch (default 256)")
-    parser.add_argument("--num-proc", type=int, default=None, metavar="N", help="worker processes (default: chosen by input size)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, metavar="N", help="captions per spaCy batch")
+    parser.add_argument("--num-proc", type=positive_int, default=None, metavar="N", help="worker processes (default: chosen by input size)")
     parser.add_argument("--synonyms", metavar="FILE", help="synonym file (.json, or variant<TAB>canonical[<TAB>type] lines)")
     parser.add_argument("--caption-field", metavar="NAME", help="field/column holding the captions (default caption, captions or text)")
-    parser.add_argument("--max-words", type=int, default=None, metavar="N", help="truncate longer captions (default 100)")
+    parser.add_argument("--max-words", type=positive_int, default=None, metavar="N", help="truncate longer captions (default 100)")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-
-
-def _error(message: str) -> int:
-    print(f"tag2text mine-tags: error: {message}", file=sys.stderr)
-    return 2
 
 
 def run(args) -> int:
     from .mining import DEFAULT_MAX_WORDS, MiningSummary, SpacyModelNotFoundError, TagMiner, open_caption_source
 
+    existing_path(args.captions, "--captions")
+    for option, value in (("--tag-list", args.tag_list), ("--synonyms", args.synonyms)):
+        if value is not None:
+            existing_path(value, option)
     output = Path(args.output)
     if output.is_dir():
-        return _error(f"--output {output} is a directory; give a file name such as tags.jsonl")
+        raise UsageError(f"--output {output} is a directory; give a file name such as tags.jsonl")
     try:
         source = open_caption_source(args.captions, args.caption_field)
         miner = TagMiner(
@@ -53,7 +54,7 @@ def run(args) -> int:
             progress=not args.no_progress,
         )
     except (FileNotFoundError, ValueError, TypeError, SpacyModelNotFoundError) as err:
-        return _error(str(err))
+        raise UsageError(str(err))
 
     metas: deque = deque()
 
@@ -78,13 +79,13 @@ def run(args) -> int:
         os.replace(partial, output)
     except (ValueError, OSError) as err:
         partial.unlink(missing_ok=True)
-        return _error(str(err))
+        raise UsageError(str(err))
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
 
     if summary.total == 0:
-        return _error(f"no captions found in {args.captions}")
+        raise UsageError(f"no captions found in {args.captions}")
     print(f"mine-tags: {source.name} -> {output}")
     print(summary.format())
     return 0

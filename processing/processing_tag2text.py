@@ -1,60 +1,119 @@
 """Tag2TextProcessor: the image processor plus a BERT WordPiece tokenizer with ``[DEC]`` and ``[ENC]``.
 
-Text conventions of the original model:
-- captions: ``[DEC] a picture of <caption> [SEP]`` (``[DEC]`` in place of ``[CLS]``), at most 40 tokens;
-- tags: ``[ENC] tag1 | tag2 ... [SEP]`` padded to ``max_tag_length`` (the decoder attends to every position);
-- decoded captions lose the prompt.
+Every token sequence (caption with the ``[DEC]`` prompt, alignment and matching text, ``[ENC]`` tag text) is built
+by :mod:`text_conventions`; this class applies it to a tokenizer and images. Call arguments follow transformers'
+``ProcessingKwargs``: ``text_kwargs`` (captions: ``padding``, ``truncation``, ``max_length``,
+``pad_to_multiple_of``, ``padding_side``, ``add_prompt``, ``return_labels``), ``images_kwargs`` (``size``,
+``resample``, ``do_rescale``, ``do_normalize``, ``image_mean``, ``image_std``) and ``return_tensors``, given flat or
+per modality; any other keyword is an error.
 
 Part of the Hub payload of the processor: imports only the standard library, torch and transformers, and
-its sibling image processor.
+its siblings.
 """
 
-from __future__ import annotations
 
 import os
+from typing import TypedDict
 
 import torch
 from transformers import BertTokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 
-from .image_processing_tag2text import Tag2TextImageProcessor
-
-DEC_TOKEN = "[DEC]"
-ENC_TOKEN = "[ENC]"
+from .image_processing_tag2text import Tag2TextImageProcessor, Tag2TextImagesKwargs
+from .text_conventions import (
+    DEC_TOKEN,
+    ENC_TOKEN,
+    add_special_tokens,
+    caption_labels,
+    caption_text,
+    piece_ids,
+    strip_prompt,
+    tag_text,
+    tag_token_sequences,
+    with_first_token,
+)
 
 
 def add_tag2text_tokens(tokenizer):
     """Add ``[DEC]`` as the bos token and ``[ENC]`` as an extra special token, as the original does."""
-    if tokenizer.convert_tokens_to_ids(DEC_TOKEN) in (None, tokenizer.unk_token_id):
-        tokenizer.add_special_tokens({"bos_token": DEC_TOKEN})
-    else:
-        tokenizer.bos_token = DEC_TOKEN
-    if tokenizer.convert_tokens_to_ids(ENC_TOKEN) in (None, tokenizer.unk_token_id):
-        tokenizer.add_special_tokens({"additional_special_tokens": [ENC_TOKEN]})
-    return tokenizer
+    return add_special_tokens(tokenizer)
 
 
-def build_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased", **kwargs):
-    """A lower-casing BERT WordPiece tokenizer with ``[DEC]``/``[ENC]`` added.
+def build_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased", *, option: str = "--tokenizer",
+                    probe_words=None, **kwargs):
+    """A lower-casing BERT WordPiece tokenizer with ``[DEC]``/``[ENC]`` added, checked to be usable.
 
     Args:
         name_or_path: a ``vocab.txt`` file, a directory holding ``vocab.txt`` or saved tokenizer files, or a
-            Hub id (``bert-base-uncased``, as the original used).
+            Hub id (``bert-base-uncased``, as the original used). ``~`` is expanded; a local-looking path that
+            does not exist fails at once instead of going to the Hub.
+        option: the command-line option that chose the source, named in errors.
+        probe_words: words the tokenizer must spell with some token other than ``[UNK]``. Default: "a", "dog"
+            and "red" for a Hub id or saved tokenizer files, "a" for a vocab.txt (it may be written for one's
+            own captions).
+
+    Raises:
+        TokenizerLoadError: (a ``ValueError``) the source is missing, or gave a vocabulary of special tokens
+            only (what transformers returns for a Hub id it cannot download) or one that spells a probe word
+            as ``[UNK]``; the message names the source and ``option``.
     """
-    path = os.fspath(name_or_path)
+    from .source_check import (
+        GENERAL_PROBE_WORDS,
+        VOCABULARY_FILE_PROBE_WORDS,
+        TokenizerLoadError,
+        check_tokenizer,
+        missing_local_source,
+    )
+
+    source = os.fspath(name_or_path)
+    path = os.path.expanduser(source)
+    missing = missing_local_source(source, allow_bare_name=True)
+    if missing is not None:
+        raise TokenizerLoadError(f"{option}: no tokenizer file or directory at {missing}")
+    vocabulary_file = None
     if os.path.isfile(path):
-        tokenizer = BertTokenizer(vocab=path, do_lower_case=True, **kwargs)
+        vocabulary_file = path
     elif os.path.isdir(path) and not any(
         os.path.exists(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer_config.json")
     ):
-        vocab = os.path.join(path, "vocab.txt")
-        if not os.path.isfile(vocab):
-            raise FileNotFoundError(f"tokenizer directory {path!r} holds neither vocab.txt nor tokenizer files")
-        tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True, **kwargs)
-    else:
-        tokenizer = BertTokenizer.from_pretrained(path, **kwargs)
+        vocabulary_file = os.path.join(path, "vocab.txt")
+        if not os.path.isfile(vocabulary_file):
+            raise TokenizerLoadError(f"{option}: tokenizer directory {path} holds neither vocab.txt nor tokenizer files")
+    try:
+        if vocabulary_file is not None:
+            tokenizer = BertTokenizer(vocab=vocabulary_file, do_lower_case=True, **kwargs)
+        else:
+            tokenizer = BertTokenizer.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise TokenizerLoadError(
+            f"{option}: could not load {source!r} ({error}); pass a directory holding vocab.txt, or the file"
+        ) from error
+    if probe_words is None:
+        probe_words = VOCABULARY_FILE_PROBE_WORDS if vocabulary_file is not None else GENERAL_PROBE_WORDS
+    check_tokenizer(tokenizer, source, option=option, probe_words=probe_words)
     return add_tag2text_tokens(tokenizer)
+
+
+class Tag2TextTextKwargs(TypedDict, total=False):
+    """Caption encoding at call time. ``max_length`` defaults to the processor's ``max_text_length`` (40)."""
+
+    padding: bool | str | None
+    truncation: bool | str | None
+    max_length: int | None
+    pad_to_multiple_of: int | None
+    padding_side: str | None
+    add_prompt: bool | None
+    return_labels: bool | None
+    return_tensors: str | None
+
+
+class Tag2TextProcessorKwargs(ProcessingKwargs, total=False):
+    text_kwargs: Tag2TextTextKwargs
+    images_kwargs: Tag2TextImagesKwargs
+
+
+_UNSUPPORTED_MODALITIES = ("audio_kwargs", "videos_kwargs")
 
 
 class Tag2TextProcessor(ProcessorMixin):
@@ -68,6 +127,11 @@ class Tag2TextProcessor(ProcessorMixin):
         max_tag_length: tag text token length including ``[ENC]``/``[SEP]`` (40).
         tag_separator: joins tag names (``" | "``).
     """
+
+    valid_processor_kwargs = Tag2TextProcessorKwargs
+    # Lowest-priority defaults of transformers' kwargs merging (processor attributes).
+    text_kwargs = {"padding": "longest", "truncation": True, "add_prompt": True, "return_labels": False}
+    images_kwargs = {}
 
     def __init__(
         self,
@@ -83,7 +147,7 @@ class Tag2TextProcessor(ProcessorMixin):
             image_processor = Tag2TextImageProcessor()
         if tokenizer is None:
             raise ValueError("Tag2TextProcessor needs a tokenizer (see tag2text.build_tokenizer)")
-        add_tag2text_tokens(tokenizer)
+        add_special_tokens(tokenizer)
         self.prompt = prompt
         self.max_text_length = int(max_text_length)
         self.max_tag_length = int(max_tag_length)
@@ -103,110 +167,123 @@ class Tag2TextProcessor(ProcessorMixin):
     @property
     def prompt_length(self) -> int:
         """Tokens of ``[DEC]`` + prompt (4 for ``"a picture of "``); the LM loss skips them."""
-        return len(self.tokenizer(self.prompt, add_special_tokens=False)["input_ids"]) + 1
+        return len(piece_ids(self.tokenizer, [self.prompt])[0]) + 1
 
     # -- encoding ------------------------------------------------------------------------------------------
 
     def tags_to_text(self, tags) -> str:
         """One image's tags (a list of names or an already joined string) as the tag text."""
-        if isinstance(tags, str):
-            return tags
-        return self.tag_separator.join(str(t).strip() for t in tags if str(t).strip())
+        return tag_text(tags, self.tag_separator)
 
     def encode_tags(self, tags, return_tensors="pt") -> BatchFeature:
         """``tag_input_ids``/``tag_attention_mask``: per image ``[ENC] t1 | t2 ... [SEP]``, padded to
-        ``max_tag_length`` (longer tag texts are truncated, as released)."""
+        ``max_tag_length`` (longer tag texts are truncated, as released). Per image a list of names or one
+        joined string."""
         if isinstance(tags, str):
             tags = [tags]
-        texts = [self.tags_to_text(item) for item in tags]
-        encoded = self.tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.max_tag_length, return_tensors="pt"
-        )
-        ids = encoded["input_ids"].clone()
-        ids[:, 0] = self.enc_token_id
-        data = {"tag_input_ids": ids, "tag_attention_mask": encoded["attention_mask"]}
-        return BatchFeature(data=data, tensor_type=return_tensors)
-
-    def _with_prompt(self, text: str) -> str:
-        text = "" if text is None else str(text)
-        if text.strip().lower().startswith(self.prompt.strip().lower()):
-            return text.strip()
-        return self.prompt + text.strip()
+        pieces = []
+        for item in tags:
+            if isinstance(item, str):
+                pieces.append(piece_ids(self.tokenizer, [item]))
+            else:
+                pieces.append(piece_ids(self.tokenizer, [str(t).strip() for t in item if str(t).strip()]))
+        separator = piece_ids(self.tokenizer, [self.tag_separator])[0]
+        tokenizer = self.tokenizer
+        ids, mask = tag_token_sequences(pieces, separator, self.enc_token_id, tokenizer.sep_token_id,
+                                        tokenizer.pad_token_id, self.max_tag_length)
+        return BatchFeature(data={"tag_input_ids": ids, "tag_attention_mask": mask}, tensor_type=return_tensors)
 
     def encode_captions(self, text, return_tensors="pt", add_prompt: bool = True, return_labels: bool = False,
-                        max_length: int | None = None) -> BatchFeature:
+                        max_length: int | None = None, padding="longest", truncation=True, pad_to_multiple_of=None,
+                        padding_side=None) -> BatchFeature:
         """``input_ids``/``attention_mask`` of ``[DEC] prompt caption [SEP]``, padded to the longest.
 
         With ``return_labels``, ``labels`` copy the ids with -100 on padding and on the ``[DEC]`` + prompt
         tokens, so the LM loss covers the caption and the final ``[SEP]``.
         """
         texts = [text] if isinstance(text, str) else list(text)
-        texts = [self._with_prompt(t) if add_prompt else str(t) for t in texts]
-        limit = max_length or self.max_text_length
-        encoded = self.tokenizer(texts, padding="longest", truncation=True, max_length=limit, return_tensors="pt")
-        ids = encoded["input_ids"].clone()
-        ids[:, 0] = self.dec_token_id
-        data = {"input_ids": ids, "attention_mask": encoded["attention_mask"]}
+        texts = [caption_text(t, self.prompt, add_prompt) for t in texts]
+        options = {"padding_side": padding_side} if padding_side is not None else {}
+        encoded = self.tokenizer(texts, padding=padding, truncation=truncation,
+                                 max_length=max_length or self.max_text_length,
+                                 pad_to_multiple_of=pad_to_multiple_of, **options)
+        masks = [list(m) for m in encoded["attention_mask"]]
+        rows = with_first_token(encoded["input_ids"], self.dec_token_id, masks)
+        data = {"input_ids": rows, "attention_mask": masks}
         if return_labels:
-            labels = ids.masked_fill(encoded["attention_mask"] == 0, -100)
-            if add_prompt:
-                labels[:, : self.prompt_length] = -100
-            else:
-                labels[:, 0] = -100
-            data["labels"] = labels
+            data["labels"] = caption_labels(rows, masks, self.prompt_length if add_prompt else 1)
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def __call__(
-        self,
-        images=None,
-        text=None,
-        tags=None,
-        return_tensors="pt",
-        add_prompt: bool = True,
-        return_labels: bool = False,
-        **kwargs,
-    ) -> BatchFeature:
+    def encode_alignment_text(self, text, return_tensors="pt", max_length: int | None = None) -> BatchFeature:
+        """Captions for ITC and ITM (no prompt): ``text_input_ids`` start with ``[CLS]`` (the text-only encoder),
+        ``itm_input_ids`` with ``[ENC]`` (the encoder with cross-attention); one ``text_attention_mask``."""
+        encoded = self.encode_captions(text, return_tensors=None, add_prompt=False, max_length=max_length)
+        masks = encoded["attention_mask"]
+        data = {
+            "text_input_ids": with_first_token(encoded["input_ids"], self.tokenizer.cls_token_id, masks),
+            "itm_input_ids": with_first_token(encoded["input_ids"], self.enc_token_id, masks),
+            "text_attention_mask": masks,
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _call_options(self, kwargs) -> dict:
+        known = set(Tag2TextTextKwargs.__annotations__) | set(Tag2TextImagesKwargs.__annotations__)
+        known |= {"text_kwargs", "images_kwargs", "common_kwargs", "return_tensors"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"Tag2TextProcessor got unexpected argument(s) {unknown}; it takes {sorted(known)}")
+        for modality, allowed in (("text_kwargs", Tag2TextTextKwargs), ("images_kwargs", Tag2TextImagesKwargs)):
+            extra = sorted(set(kwargs.get(modality) or {}) - set(allowed.__annotations__))
+            if extra:
+                raise TypeError(f"Tag2TextProcessor: {modality} got unexpected key(s) {extra}; it takes "
+                                f"{sorted(allowed.__annotations__)}")
+        return self._merge_kwargs(Tag2TextProcessorKwargs, **kwargs)
+
+    def __call__(self, images=None, text=None, tags=None, **kwargs) -> BatchFeature:
         """Encode any of images, captions (``text``) and tags.
 
         Args:
             images: one image or a list (PIL images of any mode, file paths, numpy arrays, tensors).
-            text: caption(s); the prompt is prepended unless the text already starts with it.
+            text: caption(s); the prompt is prepended unless the text already starts with it (``add_prompt``).
             tags: per image a list of tag names or a ``" | "``-joined string (a single string or flat list
                 of names for one image).
-            return_labels: add LM ``labels`` for training.
+            **kwargs: ``return_tensors`` (``"pt"``, ``"np"`` or None for lists), the caption options and the
+                image options named in the module docstring, flat or as ``text_kwargs``/``images_kwargs``.
         Returns:
             ``pixel_values``, ``input_ids``, ``attention_mask`` (and ``labels``), ``tag_input_ids``,
             ``tag_attention_mask`` for what was given.
         """
         if images is None and text is None and tags is None:
             raise ValueError("give at least one of images, text and tags")
+        options = self._call_options(kwargs)
+        return_tensors = kwargs.get("return_tensors", "pt")
+        text_options = dict(options["text_kwargs"])
+        image_options = dict(options["images_kwargs"])
+        text_options.pop("return_tensors", None)
+        image_options.pop("return_tensors", None)
         data = {}
         if images is not None:
-            data.update(self.image_processor(images, return_tensors="pt"))
+            data.update(self.image_processor(images, return_tensors=None, **image_options))
         if text is not None:
-            data.update(self.encode_captions(text, add_prompt=add_prompt, return_labels=return_labels))
+            data.update(self.encode_captions(text, return_tensors=None, **text_options))
         if tags is not None:
             if isinstance(tags, str):
                 tags = [tags]
             elif tags and all(isinstance(t, str) for t in tags) and images is not None and len(tags) > 1 and (
-                "pixel_values" in data and data["pixel_values"].shape[0] == 1
+                "pixel_values" in data and len(data["pixel_values"]) == 1
             ):
                 tags = [tags]
-            data.update(self.encode_tags(tags))
-            if "pixel_values" in data and data["tag_input_ids"].shape[0] != data["pixel_values"].shape[0]:
+            data.update(self.encode_tags(tags, return_tensors=None))
+            if "pixel_values" in data and len(data["tag_input_ids"]) != len(data["pixel_values"]):
                 raise ValueError(
-                    f"got tags for {data['tag_input_ids'].shape[0]} images but {data['pixel_values'].shape[0]} images"
+                    f"got tags for {len(data['tag_input_ids'])} images but {len(data['pixel_values'])} images"
                 )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     # -- decoding ------------------------------------------------------------------------------------------
 
     def strip_prompt(self, text: str) -> str:
-        prompt = self.prompt.strip().lower()
-        stripped = text.strip()
-        if prompt and stripped.lower().startswith(prompt):
-            stripped = stripped[len(prompt):]
-        return stripped.strip()
+        return strip_prompt(text, self.prompt)
 
     def decode_captions(self, sequences) -> list[str]:
         """Captions from generated ids (prompt included), special tokens and the prompt removed."""

@@ -13,6 +13,7 @@ from annotate_support import CLI_GENERATE, draw_folder, expected_row, manifest, 
 from tag2text.hub import annotation_run
 from tag2text.hub.cli import build_parser, main
 from tag2text.hub.cli_args import UsageError
+from tag2text.hub.model_source import ModelSourceError
 
 
 def _caption(*argv):
@@ -42,24 +43,23 @@ def test_folder_with_bad_images(tmp_path, model, processor):
     (images / "truncated.png").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
     tiny_factory.draw_image(10, size=(80, 80)).save(images / "large.png")  # 6,400 pixels, above the limit below
     out = tmp_path / "out"
-    status = _caption("--model", directory, images, tmp_path / "gone.png", "--output-dir", out, "--shard-size", 3,
+    status = _caption("--model", directory, images, "--output-dir", out, "--shard-size", 3,
                       "--batch-size", 2, "--max-image-pixels", 4000, *CLI_GENERATE)
     assert status == 1
     rows = read_output(out)
     by_key = {row["key"]: row for row in rows}
-    assert len(rows) == len(by_key) == 9
+    assert len(rows) == len(by_key) == 8
     assert sorted(os.listdir(out)) == ["manifest.json"] + [f"part-00000of00001-0000{i}.jsonl" for i in range(3)]
     for path in paths:
         _assert_matches(by_key[path.relative_to(images).as_posix()], expected_row(model, processor, str(path)))
     assert by_key["unreadable.png"]["error"] == "unreadable"
     assert by_key["truncated.png"]["error"] == "truncated"
     assert by_key["large.png"]["error"] == "too large" and "80x80" in by_key["large.png"]["error_message"]
-    assert by_key[str(tmp_path / "gone.png")]["error"] == "missing"
     summary = manifest(out)
-    assert summary["failures_by_reason"] == {"missing": 1, "too large": 1, "truncated": 1, "unreadable": 1}
-    assert (summary["inputs"], summary["annotated"], summary["failed"], summary["missing"]) == (9, 5, 4, 0)
+    assert summary["failures_by_reason"] == {"too large": 1, "truncated": 1, "unreadable": 1}
+    assert (summary["inputs"], summary["annotated"], summary["failed"], summary["missing"]) == (8, 5, 3, 0)
     assert summary["complete"] and summary["model"] == str(directory) and summary["options"]["batch_size"] == 2
-    assert summary["runs"][0]["images"] == 9 and summary["runs"][0]["processes"] == 1
+    assert summary["runs"][0]["images"] == 8 and summary["runs"][0]["processes"] == 1
 
 
 def test_tags_steer_and_success_status(tmp_path, model, processor):
@@ -112,8 +112,8 @@ def _write_parquet(path, images):
 
     cells = []
     for image in images:
-        if image is None:
-            cells.append(None)
+        if image is None or isinstance(image, str):
+            cells.append(None if image is None else {"bytes": None, "path": image})
             continue
         encoded = io.BytesIO()
         image.save(encoded, "PNG")
@@ -125,22 +125,24 @@ def _write_parquet(path, images):
 
 def test_parquet_in_parquet_out(tmp_path, model, processor):
     directory = model_dir(tmp_path, model, processor)
-    images = [tiny_factory.draw_image(i) for i in range(4)] + [None]
+    images = [tiny_factory.draw_image(i) for i in range(4)] + [None, "nowhere.png"]
     _write_parquet(tmp_path / "data.parquet", images)
     out = tmp_path / "out"
     assert _caption("--model", directory, "--parquet", tmp_path / "data.parquet", "--image-column", "img",
                     "--output-dir", out, "--format", "parquet", "--batch-size", 3, *CLI_GENERATE) == 1
     rows = {row["key"]: row for row in read_output(out)}
-    assert sorted(rows) == [f"{tmp_path / 'data.parquet'}:{i}" for i in range(5)]
+    assert sorted(rows) == [f"{tmp_path / 'data.parquet'}:{i}" for i in range(6)]
     for index, image in enumerate(images[:4]):
         _assert_matches(rows[f"{tmp_path / 'data.parquet'}:{index}"], expected_row(model, processor, image))
     assert rows[f"{tmp_path / 'data.parquet'}:4"]["error"] == "unreadable"
+    assert rows[f"{tmp_path / 'data.parquet'}:5"]["error"] == "missing"
+    assert manifest(out)["failures_by_reason"] == {"missing": 1, "unreadable": 1}
     assert sorted(os.listdir(out)) == ["manifest.json", "part-00000of00001-00000.parquet"]
 
     keyed = tmp_path / "keyed"
     assert _caption("--model", directory, "--parquet", tmp_path / "data.parquet", "--image-column", "img",
                     "--key-column", "id", "--output-dir", keyed, *CLI_GENERATE) == 1
-    assert sorted(row["key"] for row in read_output(keyed)) == [f"img-{i}" for i in range(5)]
+    assert sorted(row["key"] for row in read_output(keyed)) == [f"img-{i}" for i in range(6)]
 
 
 def _write_shard(path, samples):
@@ -222,12 +224,15 @@ def test_usage_errors(tmp_path, model, processor):
         (["--model", directory, tmp_path / "a", "--output-dir", tmp_path / "o", "--output", tmp_path / "f"],
          "--output"),
         (["--model", directory, tmp_path / "a", tmp_path / "b", "--output-dir", tmp_path / "o"], "000.png"),
-        (["--model", directory, tmp_path / "empty_dir_missing", "--output-dir", tmp_path / "o", "--parquet",
-          tmp_path / "a" / "even" / "000.png"], "parquet"),
+        (["--model", directory, tmp_path / "gone.png", "--output-dir", tmp_path / "o"], "no such file"),
+        (["--model", directory, "--output-dir", tmp_path / "o", "--parquet", tmp_path / "a" / "even" / "000.png"],
+         "parquet"),
     ]
     for argv, message in cases:
         with pytest.raises(UsageError, match=message):
             annotation_run.run_sharded(_args(*argv))
+    with pytest.raises(ModelSourceError, match="no model directory"):
+        annotation_run.run_sharded(_args("--model", tmp_path / "no_model", tmp_path / "a", "--output-dir", tmp_path / "o"))
     with pytest.raises(SystemExit):
         _args("--model", directory, tmp_path / "a", "--output-dir", tmp_path / "o", "--shard-size", "0")
 

@@ -270,17 +270,17 @@ def test_unloadable_tokenizer_is_named(tmp_path, offline):
     assert "no-such-tokenizer" in str(error.value)
 
 
-def test_cli_reports_errors_with_exit_status_1(tmp_path, caplog, offline):
+def test_cli_reports_errors_in_one_line(tmp_path, capsys, offline):
     arguments = ["convert", "--output-dir", str(tmp_path / "out"), "--tag-list", str(FIXTURE / "tag_list.txt"),
                  "--tokenizer", str(FIXTURE / "vocab.txt"), "--vision-config", str(FIXTURE / "swin_config.json"),
                  "--med-config", str(FIXTURE / "med_config.json"), "--q2l-config", str(FIXTURE / "q2l_config.json")]
-    with caplog.at_level(logging.ERROR):
-        assert cli_main(arguments + ["--checkpoint", str(tmp_path / "nope.pth")]) == 1
-        assert "nope.pth" in caplog.text
-        assert cli_main(arguments + ["--cache-dir", str(tmp_path / "cache")]) == 1
-        assert RELEASED_CHECKPOINT_URL in caplog.text
-    with pytest.raises(SystemExit):
-        cli_main(arguments + ["--class-threshold", "2701:0.7"])
+    # A missing input is a usage error (2); a download that cannot happen is a failure (1).
+    assert cli_main(arguments + ["--checkpoint", str(tmp_path / "nope.pth")]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    assert cli_main(arguments + ["--cache-dir", str(tmp_path / "cache")]) == 1
+    assert RELEASED_CHECKPOINT_URL in capsys.readouterr().err
+    assert cli_main(arguments + ["--class-threshold", "2701:0.7"]) == 2
+    assert "2701:0.7" in capsys.readouterr().err
 
 
 # -- the output directory --------------------------------------------------------------------------------------

@@ -46,21 +46,31 @@ def test_predicted_tags_drive_the_caption_and_are_returned(model, pixel_values, 
     assert torch.equal(out.sequences, by_name) and torch.equal(out.sequences, by_ids)
 
 
-def test_model_tag_text_matches_the_tokenizer(model, processor):
+def _original_tag_text(tokenizer, texts, length=40):
+    """The original's tag text: the tokenizer on the joined names, then [ENC] over [CLS]."""
+    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+    ids = encoded["input_ids"].clone()
+    ids[:, 0] = tokenizer.convert_tokens_to_ids("[ENC]")
+    return ids, encoded["attention_mask"]
+
+
+def test_model_tag_text_is_the_original_tokenization(model, processor, tokenizer):
     names = [["cat", "fire hydrant", "red"], [], ["tennis racket"]]
     index = {n: i for i, n in enumerate(model.config.tag_names)}
     ids, mask = model.build_tag_input_ids([[index[n] for n in row] for row in names])
-    expected = processor.encode_tags([" | ".join(row) for row in names])
-    assert torch.equal(ids, expected["tag_input_ids"]) and torch.equal(mask, expected["tag_attention_mask"])
+    expected_ids, expected_mask = _original_tag_text(tokenizer, [" | ".join(row) for row in names])
+    assert torch.equal(ids, expected_ids) and torch.equal(mask, expected_mask)
+    from_processor = processor.encode_tags(names)
+    assert torch.equal(from_processor["tag_input_ids"], expected_ids)
 
 
-def test_long_tag_text_is_truncated_like_the_tokenizer(model, processor):
+def test_long_tag_text_is_truncated_like_the_tokenizer(model, processor, tokenizer):
     many = list(range(model.config.num_tags)) * 3
     ids, mask = model.build_tag_input_ids([many])
     names = " | ".join(model.config.tag_names[i] for i in many)
-    expected = processor.encode_tags([names])
+    expected_ids, _ = _original_tag_text(tokenizer, [names])
     assert ids.shape[1] == model.config.max_tag_length
-    assert torch.equal(ids, expected["tag_input_ids"])
+    assert torch.equal(ids, expected_ids)
 
 
 def test_user_tags_steer_the_caption(model, pixel_values, tokenizer):
@@ -153,3 +163,71 @@ def test_beam_reordering_leaves_the_cross_attention_cache_alone(model, pixel_val
     model._reorder_cache(cache, torch.tensor([2, 2, 0, 5, 3, 3]))
     assert cache.self_attention_cache.layers[0].keys.flatten().tolist() == [2, 2, 0, 5, 3, 3]
     assert cache.cross_attention_cache.layers[0].keys.flatten().tolist() == [0, 1, 2, 3, 4, 5]
+
+
+class VisionCalls:
+    """Counts the images that pass through the vision tower (a forward hook on ``model.vision_model``)."""
+
+    def __init__(self, model):
+        self.images = 0
+        self.handle = model.vision_model.register_forward_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs, output):
+        pixel_values = kwargs.get("pixel_values", args[0] if args else None)
+        self.images += pixel_values.shape[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_one_call_gives_tags_probabilities_and_captions_from_one_vision_pass(model, pixel_values):
+    with VisionCalls(model) as calls:
+        out = model.generate(pixel_values, return_dict_in_generate=True, **GREEDY)
+    assert calls.images == pixel_values.shape[0]  # each image once through the tower
+    reference = model.get_tag_logits(model.get_image_embeddings(pixel_values))
+    torch.testing.assert_close(out.tag_logits, reference)
+    torch.testing.assert_close(out.tag_probs, torch.sigmoid(reference))
+    assert out.tags == [[model.config.tag_names[i] for i in (0, 5, 9)]] * 3
+    torch.testing.assert_close(out.image_embeds, model.get_image_embeddings(pixel_values))
+    assert torch.equal(out.sequences, model.generate(pixel_values, **GREEDY))
+    # given tags: the tagging head is skipped unless its probabilities are asked for
+    steered = model.generate(pixel_values, tags=["dog"] * 3, return_dict_in_generate=True, **GREEDY)
+    assert steered.tag_logits is None and steered.tags == [["dog"]] * 3
+    scored = model.generate(pixel_values, tags=["dog"] * 3, return_dict_in_generate=True, output_tag_logits=True,
+                            **GREEDY)
+    torch.testing.assert_close(scored.tag_logits, reference)
+
+
+def test_the_pipeline_sees_each_image_once(model, processor):
+    from tag2text.pipeline_tag2text import Tag2TextCaptionPipeline
+
+    captioner = Tag2TextCaptionPipeline(model=model, processor=processor)
+    image = tiny_factory.draw_image(0)
+    with VisionCalls(model) as calls:
+        result = captioner(image, **GREEDY)
+    assert calls.images == 1
+    expected = processor.decode_captions(model.generate(processor(images=image)["pixel_values"], **GREEDY))
+    assert result == [{"generated_text": expected[0], "tags": ["cat", "grass", "red"]}]
+
+
+def test_the_evaluation_sees_each_image_once(model, processor, tmp_path):
+    from tag2text.training.evaluation import Tag2TextEvaluator
+
+    records = []
+    for seed in range(3):
+        path = tmp_path / f"{seed}.png"
+        tiny_factory.draw_image(seed).save(path)
+        records.append({"image": str(path), "captions": ["a red cat", "a cat on the grass"], "tag_ids": [0, 5],
+                        "index": seed})
+    evaluator = Tag2TextEvaluator(processor, batch_size=2, meteor=False, progress=False, generate_kwargs=GREEDY)
+    with VisionCalls(model) as calls:
+        result = evaluator.evaluate(model, records)
+    assert calls.images == len(records)
+    pixel_values = processor(images=[r["image"] for r in records])["pixel_values"]
+    captions = processor.decode_captions(model.generate(pixel_values, **GREEDY))
+    assert [p["caption"] for p in result.predictions] == captions
+    assert [p["tags"] for p in result.predictions] == [["cat", "grass", "red"]] * 3
+    assert {"tag_mAP", "retrieval_txt_r1", "retrieval_img_r1"} <= set(result.metrics)  # all three tasks ran

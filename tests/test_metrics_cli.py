@@ -118,4 +118,4 @@ def test_bad_files_fail_with_a_message(tmp_path, caplog, no_java):
     assert main(["score-captions", "--references", str(gt_path), "--predictions", str(not_text)]) == 1
     assert "caption must be a string" in caplog.text
 
-    assert main(["score-captions", "--references", str(tmp_path / "missing.json"), "--predictions", str(dup)]) == 1
+    assert main(["score-captions", "--references", str(tmp_path / "missing.json"), "--predictions", str(dup)]) == 2

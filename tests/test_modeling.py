@@ -217,8 +217,8 @@ def test_sdpa_and_eager_agree(tmp_path, model, processor):
     torch.testing.assert_close(a.tag_logits, b.tag_logits, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         attn = eager(**batch, output_attentions=True)
-    assert len(attn.decoder_attentions) == eager.config.text_config.num_hidden_layers
-    assert attn.decoder_attentions[0].shape[-2:] == (batch["input_ids"].shape[1],) * 2
+    assert len(attn.attentions) == eager.config.text_config.num_hidden_layers
+    assert attn.attentions[0].shape[-2:] == (batch["input_ids"].shape[1],) * 2
 
 
 def test_text_layers_follow_the_models_default_attention(tmp_path, model, processor):
@@ -252,7 +252,8 @@ def _train_step(model, batch):
     model.zero_grad()
     out = model(**batch, tag_labels=torch.eye(model.config.num_tags)[:3])
     embeds = out.image_embeds
-    itc = model.get_image_features(image_embeds=embeds) @ model.get_text_features(batch["input_ids"]).T
+    image_features = model.get_image_features(image_embeds=embeds).pooler_output
+    itc = image_features @ model.get_text_features(batch["input_ids"]).pooler_output.T
     itm = model.get_itm_logits(batch["tag_input_ids"], batch["tag_attention_mask"], embeds)
     loss = out.loss + (itc / model.logit_temperature).logsumexp(-1).mean() + itm.logsumexp(-1).mean()
     loss.backward()

@@ -157,3 +157,58 @@ def test_processor_save_and_load(tmp_path, processor):
 def test_processor_needs_some_input(processor):
     with pytest.raises(ValueError, match="give at least one of images, text and tags"):
         processor()
+
+
+def test_caption_options_take_effect_flat_or_as_text_kwargs(processor, tokenizer):
+    texts = ["a cat", "a red dog on the grass"]
+    padded = processor(text=texts, padding="max_length", max_length=12)
+    assert padded["input_ids"].shape == (2, 12)
+    nested = processor(text=texts, text_kwargs={"padding": "max_length", "max_length": 12})
+    assert torch.equal(nested["input_ids"], padded["input_ids"])
+    short = processor(text=texts, max_length=5)
+    assert short["input_ids"].shape[1] == 5 and tokenizer.convert_ids_to_tokens(short["input_ids"][1])[-1] == "[SEP]"
+    bare = processor(text=["a cat"], add_prompt=False, return_labels=True)
+    assert tokenizer.convert_ids_to_tokens(bare["input_ids"][0]) == ["[DEC]", "a", "cat", "[SEP]"]
+    labels = bare["labels"][0].tolist()
+    assert labels[0] == -100 and labels[1:] == bare["input_ids"][0].tolist()[1:]
+    assert "labels" not in processor(text=texts)
+    # left padding: [DEC] takes the first real position and the labels skip the prompt after the padding
+    left = processor(text=texts, padding_side="left", return_labels=True)
+    row = left["input_ids"][0].tolist()
+    first = left["attention_mask"][0].tolist().index(1)
+    assert first > 0 and row[first] == processor.dec_token_id and row[0] == tokenizer.pad_token_id
+    assert (left["labels"][0, : first + 4] == -100).all() and left["labels"][0, first + 4] == row[first + 4]
+
+
+def test_image_options_take_effect(processor):
+    image = tiny_factory.draw_image(3)
+    small = processor(images=image, size=16)
+    assert small["pixel_values"].shape == (1, 3, 16, 16)
+    assert torch.equal(processor(images=image, images_kwargs={"size": 16})["pixel_values"], small["pixel_values"])
+    raw = processor(images=image, do_normalize=False, size={"height": 8, "width": 12})["pixel_values"]
+    # independent: PIL's bilinear resize scaled to [0, 1], channels first
+    expected = np.asarray(image.resize((12, 8), resample=Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    np.testing.assert_allclose(raw[0].numpy(), expected.transpose(2, 0, 1), rtol=0, atol=1e-6)
+    unscaled = processor(images=image, do_rescale=False, do_normalize=False, size=8)["pixel_values"]
+    assert float(unscaled.max()) > 1.0
+
+
+def test_return_tensors_and_unknown_arguments(processor):
+    out = processor(images=tiny_factory.draw_image(0), text=["a cat"], tags=[["cat"]], return_tensors="np")
+    assert all(isinstance(value, np.ndarray) for value in out.values())
+    lists = processor(text=["a cat"], return_tensors=None)
+    assert isinstance(lists["input_ids"], list)
+    with pytest.raises(TypeError, match="unexpected argument.*crop_size"):
+        processor(images=tiny_factory.draw_image(0), crop_size=8)
+    with pytest.raises(TypeError, match="text_kwargs got unexpected key.*stride"):
+        processor(text=["a cat"], text_kwargs={"stride": 2})
+    with pytest.raises(TypeError, match="unsupported argument"):
+        processor.image_processor(tiny_factory.draw_image(0), crop_size=8)
+
+
+def test_alignment_text_for_itc_and_itm(processor, tokenizer):
+    out = processor.encode_alignment_text(["a red cat", "a dog"])
+    assert tokenizer.convert_ids_to_tokens(out["text_input_ids"][0])[:5] == ["[CLS]", "a", "red", "cat", "[SEP]"]
+    assert tokenizer.convert_ids_to_tokens(out["itm_input_ids"][1])[:4] == ["[ENC]", "a", "dog", "[SEP]"]
+    assert torch.equal(out["text_input_ids"][:, 1:], out["itm_input_ids"][:, 1:])
+    assert out["text_attention_mask"].tolist() == [[1] * 5, [1] * 4 + [0]]

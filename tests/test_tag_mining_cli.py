@@ -233,7 +233,7 @@ def test_build_tag_list_command(tmp_path, capsys):
     assert "kept 3 of 6 distinct tags" in out
     assert "1 of 4 captions skipped" in out
     assert main(["build-tag-list", "--captions", str(captions), "--top-k", "0", "--output", str(output), "--spacy-model", MODEL]) == 2
-    assert "top_k must be a positive integer" in capsys.readouterr().err
+    assert "--top-k: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_console_script_runs(tmp_path):

@@ -93,8 +93,10 @@ def test_compute_loss_matches_independent_computations(setup, tmp_path):
         tag_logits = model.get_tag_logits(embeds)
         out = model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "tag_input_ids",
                                              "tag_attention_mask")})
-        image_features = model.get_image_features(image_embeds=embeds)
-        text_features = model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"])
+        image_features = model.get_image_features(image_embeds=embeds).pooler_output
+        text_features = model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"]).pooler_output
+        image_features = torch.nn.functional.normalize(image_features, dim=-1)
+        text_features = torch.nn.functional.normalize(text_features, dim=-1)
         temperature = float(model.logit_temperature)
     asl = _asl_by_hand(tag_logits.numpy(), batch["tag_labels"].numpy())
     lm = _lm_by_hand(out.logits.numpy(), batch["labels"].numpy())
@@ -175,8 +177,10 @@ def test_itm_pairs_each_text_with_another_image_and_each_image_with_another_text
     _, batch = _batch(setup, model, count=5)
     with torch.no_grad():
         embeds = model.get_image_embeddings(batch["pixel_values"])
-        con = image_text_contrastive_loss(model.get_image_features(image_embeds=embeds),
-                                          model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"]),
+        image_features = model.get_image_features(image_embeds=embeds).pooler_output
+        text_features = model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"]).pooler_output
+        con = image_text_contrastive_loss(torch.nn.functional.normalize(image_features, dim=-1),
+                                          torch.nn.functional.normalize(text_features, dim=-1),
                                           model.logit_temperature, sample_ids=batch["sample_ids"])
         ids = batch["text_input_ids"].clone()
         ids[:, 0] = model.config.text_config.enc_token_id

@@ -14,9 +14,31 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
+from ..hub.cli_args import (
+    UsageError,
+    check_device,
+    device,
+    non_negative_int,
+    output_file,
+    positive_int,
+)
+
+TASKS = ("tagging", "captioning", "retrieval")
+
 logger = logging.getLogger(__name__)
+
+
+def _tasks(text: str) -> list[str]:
+    import argparse
+
+    tasks = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if not tasks or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(TASKS)}, got {text!r}")
+    return tasks
 
 
 def add_arguments(parser) -> None:
@@ -25,21 +47,40 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", default="metrics.json", help="where the metrics go (JSON)")
     parser.add_argument("--predictions", default=None, help="also write per-image tags and captions here (JSON)")
     parser.add_argument("--image-root", default=None, help="image folder of an annotation .json")
-    parser.add_argument("--tasks", default="tagging,captioning,retrieval", help="comma-separated subset")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument("--num-beams", type=int, default=None, help="caption beams (default: the model's)")
-    parser.add_argument("--itm-rerank-k", type=int, default=16, help="retrieval candidates re-ranked by ITM")
+    parser.add_argument("--tasks", type=_tasks, default=",".join(TASKS), help="comma-separated subset")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
+    parser.add_argument("--max-samples", type=positive_int, default=None, help="evaluate the first N images only")
+    parser.add_argument("--num-beams", type=positive_int, default=None, help="caption beams (default: the model's)")
+    parser.add_argument("--itm-rerank-k", type=non_negative_int, default=16,
+                        help="retrieval candidates re-ranked by ITM (0: ITC only)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (it needs Java and ~15 s)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", type=device, default=None,
+                        help="cpu, cuda, cuda:N or mps (default: cuda if available, else cpu)")
     parser.add_argument("--fail-on-bad-image", action="store_true",
                         help="stop at the first unreadable image instead of skipping it")
 
 
+def _check_options(args) -> str:
+    from ..hub.model_source import resolve_model_source
+
+    source = resolve_model_source(args.model, "--model")
+    text = os.fspath(args.data_dir)
+    if not any(ch in text for ch in "{*?") and not os.path.exists(text):
+        raise UsageError(f"--data-dir {text}: no such data directory, annotation .json or .tar shard")
+    if args.image_root is not None and not os.path.isdir(args.image_root):
+        raise UsageError(f"--image-root {args.image_root}: no such directory")
+    output_file(args.output, "--output")
+    if args.predictions is not None:
+        output_file(args.predictions, "--predictions")
+    check_device(args.device, "--device")
+    return source
+
+
 def run(args) -> int:
+    source = _check_options(args)
     import torch
 
-    from .. import Tag2TextForCaptioning, Tag2TextProcessor
+    from ..hub.model_source import load_config, load_model, load_processor
     from .data import DataFormatError, TagResolver, detect_format, load_dataset
     from .evaluation import Tag2TextEvaluator
     from .images import BadImageError, ImageLoader
@@ -47,15 +88,20 @@ def run(args) -> int:
     from .webdataset import load_webdataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tasks = args.tasks if isinstance(args.tasks, list) else _tasks(args.tasks)
+    config = load_config(source)
+    processor = load_processor(source, prompt=config.prompt)
+    resolver = TagResolver(TagList(list(config.tag_names)))
     try:
-        model = Tag2TextForCaptioning.from_pretrained(args.model).to(device).eval()
-        processor = Tag2TextProcessor.from_pretrained(args.model)
-        resolver = TagResolver(TagList(list(model.config.tag_names)))
+        # The data first: a bad data directory is reported before the model loads.
         if detect_format(args.data_dir) == "webdataset":
             data = load_webdataset(args.data_dir, resolver, shuffle=False, fail_fast=args.fail_on_bad_image)
         else:
             data = load_dataset(args.data_dir, resolver, image_root=args.image_root, fail_fast=args.fail_on_bad_image)
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    except (DataFormatError, FileNotFoundError) as error:
+        raise UsageError(f"--data-dir {args.data_dir}: {error}") from error
+    model = load_model(source).to(device).eval()
+    try:
         evaluator = Tag2TextEvaluator(
             processor,
             batch_size=args.batch_size,
@@ -67,11 +113,10 @@ def run(args) -> int:
             image_loader=ImageLoader(fail_fast=args.fail_on_bad_image),
         )
         result = evaluator.evaluate(model, data)
-    except (DataFormatError, BadImageError, FileNotFoundError, OSError) as error:
+    except (DataFormatError, BadImageError, OSError) as error:
         logger.error("%s", error)
-        return 2
+        return 1
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": args.model, "data": args.data_dir, "metrics": result.metrics}
     output.write_text(json.dumps(payload, indent=2))
     if args.predictions:

@@ -110,8 +110,15 @@ class Tag2TextEvaluator:
             if not images:
                 continue
             pixel_values = self.processor(images=images)["pixel_values"].to(device)
-            embeds = model.get_image_embeddings(pixel_values)
-            logits = model.get_tag_logits(embeds)
+            captions = [None] * len(kept)
+            if "captioning" in self.tasks:
+                # One pass over the image side: tags, their probabilities and the captions from one call.
+                generated = model.generate(pixel_values, return_dict_in_generate=True, **self.generate_kwargs)
+                embeds, logits = generated["image_embeds"], generated["tag_logits"]
+                captions = self.processor.decode_captions(generated.sequences)
+            else:
+                embeds = model.get_image_embeddings(pixel_values)
+                logits = model.get_tag_logits(embeds)
             probs.append(torch.sigmoid(logits.float()).cpu())
             rows = torch.zeros(len(kept), config.num_tags)
             for row, record in enumerate(kept):
@@ -119,12 +126,9 @@ class Tag2TextEvaluator:
                     rows[row, list(record["tag_ids"])] = 1.0
             labels.append(rows)
             tags = [[config.tag_names[i] for i in ids] for ids in model.select_tags(logits)]
-            captions = [None] * len(kept)
-            if "captioning" in self.tasks:
-                sequences = model.generate(image_embeds=embeds, **self.generate_kwargs)
-                captions = self.processor.decode_captions(sequences)
             if "retrieval" in self.tasks:
-                image_features.append(model.get_image_features(image_embeds=embeds).float().cpu())
+                features = model.get_image_features(image_embeds=embeds).pooler_output
+                image_features.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
                 image_embeds.append(embeds.cpu())
             for record, image_tags, caption in zip(kept, tags, captions):
                 predictions.append({
@@ -189,12 +193,8 @@ class Tag2TextEvaluator:
 
     def text_inputs(self, texts: list[str]):
         """(ITC ids with [CLS] first, ITM ids with [ENC] first, mask) of captions without the prompt."""
-        encoded = self.processor.encode_captions(texts, add_prompt=False)
-        itc = encoded["input_ids"].clone()
-        itc[:, 0] = self.processor.tokenizer.cls_token_id
-        itm = encoded["input_ids"].clone()
-        itm[:, 0] = self.processor.enc_token_id
-        return itc, itm, encoded["attention_mask"]
+        encoded = self.processor.encode_alignment_text(texts)
+        return encoded["text_input_ids"], encoded["itm_input_ids"], encoded["text_attention_mask"]
 
     def _retrieval(self, model, predictions, image_features, image_embeds) -> dict:
         device = model.device
@@ -207,8 +207,8 @@ class Tag2TextEvaluator:
         text_features = []
         for start in range(0, len(texts), self.batch_size):
             stop = start + self.batch_size
-            text_features.append(model.get_text_features(itc_ids[start:stop].to(device),
-                                                         mask[start:stop].to(device)).float().cpu())
+            features = model.get_text_features(itc_ids[start:stop].to(device), mask[start:stop].to(device)).pooler_output
+            text_features.append(torch.nn.functional.normalize(features.float(), dim=-1).cpu())
         text_features = torch.cat(text_features)
         sim = image_features @ text_features.t()  # (images, texts)
         sim_i2t, sim_t2i = sim.clone(), sim.t().clone()

@@ -180,8 +180,10 @@ class Tag2TextTrainer(Trainer):
                 text_ids[:, 0] = core.config.text_config.cls_token_id
                 text_mask = inputs.get("attention_mask")
             with torch.set_grad_enabled(torch.is_grad_enabled() and weights.active("itc")):
-                image_features = core.get_image_features(image_embeds=outputs.image_embeds)
-                text_features = core.get_text_features(text_ids, text_mask)
+                image_features = core.get_image_features(image_embeds=outputs.image_embeds).pooler_output
+                text_features = core.get_text_features(text_ids, text_mask).pooler_output
+                image_features = torch.nn.functional.normalize(image_features, dim=-1)
+                text_features = torch.nn.functional.normalize(text_features, dim=-1)
                 contrastive = image_text_contrastive_loss(image_features, text_features, core.logit_temperature,
                                                           sample_ids=sample_ids)
             self.last_itc_global_batch = contrastive.global_batch_size

@@ -13,12 +13,30 @@ Hub; these do not): ``load_metric("caption" | "tagging" | "retrieval")`` or
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
-from .caption_metrics import METRIC_NAMES, CaptionInputError, compute_caption_metrics
-from .retrieval_metrics import compute_retrieval_metrics
-from .tagging_metrics import average_precision, compute_tagging_metrics, search_thresholds
-from .tokenization import tokenize_captions
+# Imported on first use: the PTB tokenizer's lexer alone takes about a second to build, which
+# ``tag2text score-captions --help`` (a module of this package) should not pay.
+_EXPORTS = {
+    "METRIC_NAMES": ".caption_metrics",
+    "CaptionInputError": ".caption_metrics",
+    "compute_caption_metrics": ".caption_metrics",
+    "compute_retrieval_metrics": ".retrieval_metrics",
+    "average_precision": ".tagging_metrics",
+    "compute_tagging_metrics": ".tagging_metrics",
+    "search_thresholds": ".tagging_metrics",
+    "tokenize_captions": ".tokenization",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "METRIC_NAMES",

@@ -15,8 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from .caption_io import read_predictions, read_references, resolve_prediction_ids
-from .caption_metrics import METRIC_NAMES, CaptionInputError, compute_caption_metrics
+from ...hub.cli_args import UsageError, existing_file
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +23,8 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--references", required=True, type=Path, help="COCO annotation file or JSONL of references")
     parser.add_argument("--predictions", required=True, type=Path, help="COCO result file or JSONL of predictions")
-    parser.add_argument("--output", type=Path, default=None, help="write corpus and per-image scores as JSON here")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write corpus and per-image scores as JSON here (missing folders are created)")
     parser.add_argument(
         "--tokenizer",
         choices=["auto", "java", "python"],
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_table(scores: dict) -> str:
     """The corpus scores as a two-column text table (x100, as papers print them)."""
+    from .caption_metrics import METRIC_NAMES
+
     lines = [f"{'metric':<8} {'x100':>7}", f"{'-' * 8} {'-' * 7}"]
     for name in METRIC_NAMES:
         value = scores["corpus"].get(name)
@@ -60,6 +62,13 @@ def format_table(scores: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    existing_file(args.references, "--references")
+    existing_file(args.predictions, "--predictions")
+    if args.output is not None and args.output.is_dir():
+        raise UsageError(f"--output {args.output}: is a directory; give a file name")
+    from .caption_io import read_predictions, read_references, resolve_prediction_ids
+    from .caption_metrics import CaptionInputError, compute_caption_metrics
+
     try:
         references, aliases = read_references(args.references)
         predictions = read_predictions(args.predictions)

@@ -1,0 +1,1 @@
+../modeling_tag2text/text_conventions.py

@@ -1,0 +1,245 @@
+"""The models keep transformers' model contract: outputs under the names generation reads, the config's output
+flags, feature methods returning ModelOutputs, generation from any stage of the image side, resizing, saved
+sub-configs and accelerate's offload."""
+
+import ast
+import os
+
+import pytest
+import torch
+from transformers import SwinConfig
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+import tiny_factory
+from tag2text import Tag2TextConfig, Tag2TextForCaptioning, Tag2TextModel, Tag2TextTextConfig, Tag2TextTaggingConfig
+
+GREEDY = {"num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 4}
+
+
+@pytest.mark.parametrize("mode", [{"num_beams": 1}, {"num_beams": 2}, {"num_beams": 1, "do_sample": True}],
+                         ids=["greedy", "beam", "sample"])
+def test_generate_returns_decoder_attentions_and_hidden_states(model, pixel_values, mode):
+    out = model.generate(pixel_values, max_new_tokens=4, min_new_tokens=4, return_dict_in_generate=True,
+                         output_attentions=True, output_hidden_states=True, **mode)
+    layers = model.config.text_config.num_hidden_layers
+    rows = pixel_values.shape[0] * mode["num_beams"]
+    assert len(out.attentions) == len(out.hidden_states) == 4  # one entry per generated token
+    assert len(out.attentions[0]) == layers and len(out.hidden_states[0]) == layers + 1
+    prompt = 4  # [DEC] a picture of
+    assert out.attentions[0][0].shape == (rows, model.config.text_config.num_attention_heads, prompt, prompt)
+    assert out.attentions[1][0].shape[-2:] == (1, prompt + 1)  # the cached step attends to everything so far
+    # the attention rows are probabilities over the causal prefix
+    first = out.attentions[0][0]
+    torch.testing.assert_close(first.sum(-1), torch.ones(first.shape[:-1]))
+    assert first[..., 0, 1:].abs().max() == 0
+
+
+def test_forward_honours_the_config_output_flags(model, processor, pixel_values):
+    batch = processor(images=[tiny_factory.draw_image(s) for s in range(3)], text=["a cat"] * 3)
+    plain = model(**batch)
+    assert plain.attentions is None and plain.hidden_states is None and plain.vision_model_output is None
+    model.set_attn_implementation("eager")  # transformers allows config.output_attentions with eager only
+    model.config.output_attentions = True
+    model.config.output_hidden_states = True
+    flagged = model(**batch)
+    layers = model.config.text_config.num_hidden_layers
+    assert len(flagged.attentions) == layers and len(flagged.hidden_states) == layers + 1
+    assert len(flagged.cross_attentions) == layers
+    torch.testing.assert_close(flagged.logits, plain.logits)
+    # the vision tower's own outputs, compared with the tower run on its own
+    tower = model.vision_model(pixel_values=batch["pixel_values"], output_hidden_states=True, output_attentions=True)
+    vision = flagged.vision_model_output
+    assert len(vision.hidden_states) == len(tower.hidden_states)
+    for mine, reference in zip(vision.hidden_states + vision.attentions, tower.hidden_states + tower.attentions):
+        torch.testing.assert_close(mine, reference)
+    model.config.output_attentions = False
+    assert model(**batch).attentions is None
+    assert model(**batch, output_attentions=True).attentions is not None  # a call argument wins over the config
+
+
+def test_base_model_reports_interaction_encoder_and_vision_outputs(config, pixel_values, processor):
+    base = tiny_factory.make_model(config, cls=Tag2TextModel)
+    tags = processor.encode_tags([["cat"], ["dog"], ["sky"]])
+    out = base(pixel_values, **tags, output_hidden_states=True, output_attentions=True)
+    assert len(out.hidden_states) == config.text_config.num_hidden_layers + 1
+    assert out.vision_model_output.hidden_states is not None
+    torch.testing.assert_close(out.image_embeds, base.get_image_embeddings(pixel_values))
+
+
+def test_feature_methods_return_pooled_projections(model, pixel_values, processor):
+    images = model.get_image_features(pixel_values)
+    assert isinstance(images, BaseModelOutputWithPooling)
+    embeds = model.get_image_embeddings(pixel_values)
+    torch.testing.assert_close(images.last_hidden_state, embeds)
+    # independent: the projection as a plain matrix product on the pooled token
+    expected = embeds[:, 0, :] @ model.vision_proj.weight.T + model.vision_proj.bias
+    torch.testing.assert_close(images.pooler_output, expected)
+    assert images.hidden_states is None
+    with_states = model.get_image_features(pixel_values, output_hidden_states=True, output_attentions=True)
+    assert with_states.hidden_states is not None and with_states.attentions is not None
+    as_tuple = model.get_image_features(image_embeds=embeds, return_dict=False)
+    assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[1], images.pooler_output)
+
+    text = processor.encode_alignment_text(["a red cat", "a dog on the grass"])
+    features = model.get_text_features(text["text_input_ids"], text["text_attention_mask"], output_hidden_states=True)
+    hidden = features.last_hidden_state
+    assert hidden.shape[:2] == text["text_input_ids"].shape
+    torch.testing.assert_close(features.pooler_output, hidden[:, 0] @ model.text_proj.weight.T + model.text_proj.bias)
+    assert len(features.hidden_states) == model.config.text_config.num_hidden_layers + 1
+    with pytest.raises(TypeError, match="unexpected argument"):
+        model.get_text_features(text["text_input_ids"], no_such_argument=1)
+
+
+def test_prepare_inputs_for_generation_passes_every_model_kwarg(model):
+    ids = torch.tensor([[5, 6, 7]])
+    states = torch.zeros(1, 4, model.config.text_config.hidden_size)
+    inputs = model.prepare_inputs_for_generation(ids, attention_mask=torch.ones_like(ids),
+                                                 encoder_hidden_states=states, use_cache=False,
+                                                 output_attentions=True, tag_labels="kept")
+    assert inputs["encoder_hidden_states"] is states and inputs["output_attentions"] is True
+    assert inputs["tag_labels"] == "kept" and inputs["use_cache"] is False
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    under_old_name = model.prepare_inputs_for_generation(ids, past_key_values=cache, next_sequence_length=1)
+    assert under_old_name["cache"] is cache and under_old_name["input_ids"].tolist() == [[7]]
+
+
+def test_generation_from_image_embeds_or_encoder_states(model, pixel_values):
+    from_pixels = model.generate(pixel_values, **GREEDY)
+    side = model.tag_and_encode(pixel_values)
+    assert torch.equal(model.generate(image_embeds=side["image_embeds"], **GREEDY), from_pixels)
+    assert torch.equal(model.generate(encoder_hidden_states=side["encoder_hidden_states"], **GREEDY), from_pixels)
+    with pytest.raises(ValueError, match="pixel_values, image_embeds or encoder_hidden_states"):
+        model.generate(**GREEDY)
+
+
+def test_assisted_generation_matches_greedy(model, pixel_values):
+    greedy = model.generate(pixel_values[:1], num_beams=1, max_new_tokens=6)
+    assisted = model.generate(pixel_values[:1], num_beams=1, max_new_tokens=6, assistant_model=model)
+    assert torch.equal(assisted, greedy)
+
+
+def test_padding_after_eos_follows_the_call(model, pixel_values):
+    free = model.generate(pixel_values, num_beams=1, max_new_tokens=8, min_new_tokens=0)
+    generated = free[:, 4:]
+    # an eos of the call's choosing: the first token generated for image 0, which then ends its caption
+    eos = int(generated[0, 0])
+    pad = model.config.text_config.pad_token_id
+    ended = model.generate(pixel_values, num_beams=1, max_new_tokens=8, min_new_tokens=0, eos_token_id=eos)
+    assert ended[0, 4] == eos and (ended[0, 5:] == pad).all()
+    # no eos at all: generation runs to the limit and nothing is padded
+    endless = model.generate(pixel_values, num_beams=1, max_new_tokens=8, min_new_tokens=0, eos_token_id=None)
+    assert endless.shape == (3, 12)
+    assert (endless[:, 4:] != pad).all()
+
+
+def test_resize_keeps_a_trained_untied_head(tokenizer):
+    config = tiny_factory.make_config(tokenizer, tie_word_embeddings=False)
+    model = tiny_factory.make_model(config)
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        head.weight.add_(1.0)  # "trained": different from the input embeddings and from any initialisation
+    old_head = head.weight.detach().clone()
+    old_bias = model.text_decoder.cls.predictions.bias.detach().clone()
+    old_size = old_head.shape[0]
+    model.resize_token_embeddings(old_size + 5)
+    new_head = model.get_output_embeddings().weight
+    assert new_head.shape[0] == old_size + 5
+    torch.testing.assert_close(new_head[:old_size], old_head)
+    assert new_head.data_ptr() != model.text_decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+    torch.testing.assert_close(model.text_decoder.cls.predictions.bias[:old_size], old_bias)
+    assert model.config.text_config.vocab_size == model.config.get_text_config().vocab_size == old_size + 5
+    assert model.text_encoder.embeddings.word_embeddings.weight.shape[0] == old_size + 5
+    ids = torch.tensor([[config.text_config.bos_token_id, old_size + 4]])
+    logits = model(pixel_values=torch.zeros(1, 3, 32, 32), input_ids=ids).logits
+    assert logits.shape == (1, 2, old_size + 5)
+    model.resize_token_embeddings(old_size + 5, pad_to_multiple_of=8)
+    assert model.config.text_config.vocab_size % 8 == 0
+
+
+def test_resize_keeps_a_tied_head_tied(model):
+    size = model.config.text_config.vocab_size
+    model.resize_token_embeddings(size + 3)
+    head = model.get_output_embeddings().weight
+    assert head.shape[0] == size + 3
+    assert head.data_ptr() == model.text_decoder.bert.embeddings.word_embeddings.weight.data_ptr()
+
+
+def test_sub_configs_load_from_a_saved_directory(tmp_path, config):
+    config.save_pretrained(tmp_path)
+    assert Tag2TextConfig.sub_configs["vision_config"].__name__ == "AutoConfig"
+    vision = SwinConfig.from_pretrained(tmp_path)
+    assert type(vision) is SwinConfig and vision.to_dict() == config.vision_config.to_dict()
+    text = Tag2TextTextConfig.from_pretrained(tmp_path)
+    assert text.hidden_size == config.text_config.hidden_size and text.enc_token_id == config.text_config.enc_token_id
+    tagging = Tag2TextTaggingConfig.from_pretrained(tmp_path)
+    assert tagging.num_attention_heads == config.tagging_config.num_attention_heads
+
+
+def test_disk_offload_through_device_map(tmp_path, model, pixel_values):
+    """The tagging head and the decoder live on disk (accelerate's hooks load them per forward); tags and
+    captions are those of the model in memory."""
+    model.save_pretrained(tmp_path / "model")
+    device_map = {"vision_model": "cpu", "text_encoder": "cpu", "tagging_head": "disk", "vision_proj": "cpu",
+                  "text_proj": "cpu", "itm_head": "cpu", "alignment": "cpu", "text_decoder": "disk"}
+    offloaded = Tag2TextForCaptioning.from_pretrained(tmp_path / "model", device_map=device_map,
+                                                      offload_folder=tmp_path / "offload").eval()
+    assert offloaded.tagging_head.label_embed.weight.device.type == "meta"
+    with torch.no_grad():
+        expected = model.get_tag_logits(model.get_image_embeddings(pixel_values))
+        got = offloaded.get_tag_logits(offloaded.get_image_embeddings(pixel_values))
+    torch.testing.assert_close(got, expected)
+    assert torch.equal(offloaded.generate(pixel_values, **GREEDY), model.generate(pixel_values, **GREEDY))
+
+
+def test_forward_cache_under_both_names(model, pixel_values):
+    side = model.tag_and_encode(pixel_values)
+    states = side["encoder_hidden_states"]
+    prompt = model._prompt_input_ids(3, "cpu")
+    full = model(input_ids=prompt, encoder_hidden_states=states).logits
+    first = model(input_ids=prompt[:, :3], encoder_hidden_states=states, use_cache=True)
+    assert isinstance(first.cache, EncoderDecoderCache) and first.cache.get_seq_length() == 3
+    step = model(input_ids=prompt[:, 3:], encoder_hidden_states=states, past_key_values=first.cache).logits
+    torch.testing.assert_close(step[:, -1], full[:, -1], rtol=1e-4, atol=1e-5)
+
+
+def test_generation_defaults_are_defined_once(model):
+    from tag2text.configuration_tag2text import generation_defaults
+
+    defaults = generation_defaults(model.config)
+    assert {name: getattr(model.generation_config, name) for name in defaults} == defaults
+    text = model.config.text_config
+    assert (defaults["eos_token_id"], defaults["pad_token_id"]) == (text.sep_token_id, text.pad_token_id)
+
+
+def test_released_constants_are_defined_once():
+    import tag2text.configuration_tag2text as configuration
+    import tag2text.hub.original_config as original
+
+    assert original.RELEASED_THRESHOLD is configuration.RELEASED_TAG_THRESHOLD
+    assert original.RELEASED_CLASS_THRESHOLDS is configuration.RELEASED_TAG_THRESHOLDS
+    assert original.RELEASED_DELETE_TAG_INDEX is configuration.RELEASED_CAPTION_EXCLUDED_TAG_IDS
+    assert original.RELEASED_NUM_TAGS is configuration.RELEASED_NUM_TAGS
+    source = open(original.__file__, encoding="utf-8").read()
+    assert "RELEASED_THRESHOLD = " not in source and "RELEASED_NUM_TAGS = " not in source
+
+
+MODELING_FILES = ("configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py",
+                  "generation_original.py", "pipeline_tag2text.py", "text_conventions.py")
+
+
+@pytest.mark.parametrize("name", MODELING_FILES)
+def test_modeling_modules_import_neither_processing_nor_hub(name):
+    """At import time the modeling side reaches only the standard library, torch, transformers and its own
+    single-dot siblings (the Hub payload), so it never pulls in processing, hub or training."""
+    import tag2text
+
+    path = os.path.join(os.path.dirname(tag2text.__file__), name)
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    for node in tree.body:  # module level only: lazy imports inside functions run on demand
+        if isinstance(node, ast.ImportFrom):
+            target = node.module or ""
+            assert node.level in (0, 1), f"{name}: relative import beyond the folder"
+            assert not target.startswith(("processing", "hub", "training", "tag2text")), f"{name} imports {target}"
+        elif isinstance(node, ast.Import):
+            assert not any(alias.name.startswith("tag2text") for alias in node.names), name
