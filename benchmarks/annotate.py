@@ -57,7 +57,8 @@ def _vocab(directory: Path) -> Path:
 def build_model_directory(directory: Path) -> Path:
     import torch
 
-    from tag2text import Tag2TextForCaptioning, Tag2TextImageProcessor, Tag2TextProcessor, build_tokenizer, preset_config
+    from tag2text import (Tag2TextForCaptioning, Tag2TextImageProcessor, Tag2TextProcessor, build_tokenizer,
+                          preset_config)
 
     target = directory / "model"
     if (target / "config.json").is_file():
@@ -257,7 +258,8 @@ def main():
                 print(json.dumps(result), file=sys.stderr, flush=True)
 
     threads = args.threads or "default"
-    print(f"\n{args.max_images} images at 384 px, {args.device} {args.dtype}, {os.cpu_count()} CPUs, threads {threads}\n")
+    print(f"\n{args.max_images} images at 384 px, {args.device} {args.dtype}, {os.cpu_count()} CPUs, "
+          f"threads {threads}\n")
     print("| configuration | batch | images/s (command) | images/s (annotation) | CPU s/image (command) "
           "| CPU s/image (annotation) | peak PSS MB |")
     print("|---|---|---|---|---|---|---|")
@@ -276,10 +278,11 @@ def main():
             continue
         for (config, b), result in best.items():
             if b == batch and result is not base:
-                print(f"batch {batch}: {config}: {result['annotate_images_per_s'] / base['annotate_images_per_s']:.2f}x "
-                      f"the baseline's annotation rate, {result['images_per_s'] / base['images_per_s']:.2f}x its "
-                      f"whole-command rate, {base['annotate_cpu_s_per_image'] / result['annotate_cpu_s_per_image']:.2f}x "
-                      "less CPU time per image in the annotation")
+                rate = result["annotate_images_per_s"] / base["annotate_images_per_s"]
+                command_rate = result["images_per_s"] / base["images_per_s"]
+                cpu = base["annotate_cpu_s_per_image"] / result["annotate_cpu_s_per_image"]
+                print(f"batch {batch}: {config}: {rate:.2f}x the baseline's annotation rate, {command_rate:.2f}x its "
+                      f"whole-command rate, {cpu:.2f}x less CPU time per image in the annotation")
 
 
 if __name__ == "__main__":

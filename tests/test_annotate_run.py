@@ -175,7 +175,8 @@ def test_webdataset_shards_with_a_brace_pattern(tmp_path, model, processor):
     assert sorted(rows) == sorted(keys + ["broken"])
     for key, image in images.items():
         _assert_matches(rows[key], expected_row(model, processor, image))
-    assert rows["broken"]["error"] == "unreadable" and rows["sample03"]["source"].endswith("data-000001.tar:sample03.png")
+    assert rows["broken"]["error"] == "unreadable"
+    assert rows["sample03"]["source"].endswith("data-000001.tar:sample03.png")
 
     gz = tmp_path / "packed.tar"
     with tarfile.open(gz, "w:gz") as archive:
@@ -232,7 +233,8 @@ def test_usage_errors(tmp_path, model, processor):
         with pytest.raises(UsageError, match=message):
             annotation_run.run_sharded(_args(*argv))
     with pytest.raises(ModelSourceError, match="no model directory"):
-        annotation_run.run_sharded(_args("--model", tmp_path / "no_model", tmp_path / "a", "--output-dir", tmp_path / "o"))
+        annotation_run.run_sharded(_args("--model", tmp_path / "no_model", tmp_path / "a",
+                                         "--output-dir", tmp_path / "o"))
     with pytest.raises(SystemExit):
         _args("--model", directory, tmp_path / "a", "--output-dir", tmp_path / "o", "--shard-size", "0")
 
