@@ -25,6 +25,7 @@ from .cli_args import (
     positive_int,
     probability,
 )
+from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write JSON lines here instead of standard output (default: standard output)")
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                         help="onnx: --model is a `tag2text export` directory, run on onnxruntime (no torch)")
+    add_sharded_arguments(parser)
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -139,6 +141,8 @@ def run(args) -> int:
         from .onnx_caption import run as run_onnx
 
         return run_onnx(args)
+    if wants_sharded_run(args):
+        return run_sharded(args)
     source, paths = _check_options(args)
     check_device(args.device, "--device")
 
