@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tag2text.training.train_command", "train or fine-tune Tag2Text with the Trainer"),
     "evaluate": ("tag2text.training.evaluate_command", "tagging, captioning and retrieval metrics of a model"),
     "quickstart": ("tag2text.training.quickstart_command", "train a small model on built-in synthetic data"),
+    "serve": ("tag2text.hub.serve_command", "web demo and HTTP API (dynamic batching) for a model"),
 }
 
 
