@@ -42,11 +42,13 @@ def run(args) -> int:
     from .caption_command import _check_max_length
     from .cli_args import output_file
 
-    from .annotation_run import wants_sharded_run
-
-    if wants_sharded_run(args):
-        raise UsageError("--backend onnx captions image files only; the sharded dataset options (--output-dir, "
-                         "--shards, --parquet, --dataset) need --backend torch")
+    sharded = [f"--{name.replace('_', '-')}" for name in ("output_dir", "shards", "parquet", "dataset")
+               if getattr(args, name, None)]
+    if not args.images:
+        raise UsageError("--backend onnx: give image files or directories")
+    if sharded:
+        raise UsageError(f"{sharded[0]}: the sharded dataset options need --backend torch (--backend onnx "
+                         "captions image files)")
     if args.dtype != "float32":
         raise UsageError(f"--dtype {args.dtype}: not available with --backend onnx (export with --quantize int8)")
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
