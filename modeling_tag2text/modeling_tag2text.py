@@ -19,6 +19,7 @@ from transformers import GenerationMixin, PreTrainedModel, SwinModel, ViTModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_original import original_beam_search
@@ -57,8 +58,7 @@ class Tag2TextModelOutput(ModelOutput):
             input ids were given.
         hidden_states / attentions / cross_attentions: of the interaction encoder, on request
             (``output_hidden_states`` / ``output_attentions``, or the config's values).
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -68,7 +68,8 @@ class Tag2TextModelOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -87,8 +88,7 @@ class Tag2TextForCaptioningOutput(ModelOutput):
         hidden_states / attentions / cross_attentions: of the text decoder, on request (``output_hidden_states``
             / ``output_attentions``, or the config's values). The model is not an encoder-decoder in transformers'
             sense (``is_encoder_decoder`` is false), so generation reads these names.
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -102,7 +102,8 @@ class Tag2TextForCaptioningOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -638,7 +639,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             hidden_states=all_hidden,
             attentions=attentions,
             cross_attentions=cross,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -761,6 +763,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             loss = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing)
         return loss, logits, all_hidden, self_attn, cross_attn
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -786,8 +789,6 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
         ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
         """
-        if cache is None:
-            cache = kwargs.pop("past_key_values", None)
         image_embeds = kwargs.pop("image_embeds", None)
         if kwargs:
             raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
@@ -835,16 +836,17 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             hidden_states=all_hidden,
             attentions=self_attn,
             cross_attentions=cross_attn,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
         """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
-        every other model keyword passed through), accepting the cache under either name."""
-        cache = cache if cache is not None else past_key_values
+        every other model keyword passed through); the cache is accepted under its old name too."""
         return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
 
     @staticmethod
