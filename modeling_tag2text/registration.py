@@ -23,16 +23,23 @@ def register_auto_classes() -> None:
         AutoImageProcessor,
         AutoModel,
         AutoModelForImageTextToText,
+        AutoModelForPreTraining,
+        AutoModelForZeroShotImageClassification,
         AutoProcessor,
     )
 
     from .configuration_tag2text import Tag2TextConfig
     from .modeling_tag2text import Tag2TextForCaptioning, Tag2TextModel
+    from .modeling_tag2text_pretraining import Tag2TextForPreTraining
+    from .modeling_tag2text_retrieval import Tag2TextForImageTextRetrieval
     from .processing import Tag2TextImageProcessor, Tag2TextProcessor
 
     AutoConfig.register(Tag2TextConfig.model_type, Tag2TextConfig, exist_ok=True)
     AutoModel.register(Tag2TextConfig, Tag2TextModel, exist_ok=True)
     AutoModelForImageTextToText.register(Tag2TextConfig, Tag2TextForCaptioning, exist_ok=True)
+    # Both load from a captioning directory (same keys); the pre-training model also saves as one.
+    AutoModelForPreTraining.register(Tag2TextConfig, Tag2TextForPreTraining, exist_ok=True)
+    AutoModelForZeroShotImageClassification.register(Tag2TextConfig, Tag2TextForImageTextRetrieval, exist_ok=True)
     AutoImageProcessor.register(Tag2TextConfig, slow_image_processor_class=Tag2TextImageProcessor, exist_ok=True)
     AutoProcessor.register(Tag2TextConfig, Tag2TextProcessor, exist_ok=True)
     # save_pretrained then writes the remote-code payload, so saved directories load without this package.

@@ -153,3 +153,20 @@ def test_our_pipeline_takes_the_tag_weight_and_the_itm_head(retrieval, processor
     by_itm = dict(zip(labels, torch.softmax(log_odds, dim=0).tolist()))
     for r in classifier(images[0], candidate_labels=labels, use_itm_head=True):
         assert r["score"] == pytest.approx(by_itm[r["label"]], abs=1e-5)
+
+
+def test_auto_classes_resolve_the_pretraining_and_retrieval_models(tmp_path, model):
+    """The package registers both classes, so the Auto classes load them from a captioning directory."""
+    from transformers import AutoModelForPreTraining, AutoModelForZeroShotImageClassification
+
+    import tag2text
+    from tag2text import Tag2TextForPreTraining
+
+    tag2text.register_auto_classes()
+    model.save_pretrained(tmp_path / "captioning")
+    pretraining = AutoModelForPreTraining.from_pretrained(tmp_path / "captioning")
+    retrieval = AutoModelForZeroShotImageClassification.from_pretrained(tmp_path / "captioning")
+    assert type(pretraining) is Tag2TextForPreTraining
+    assert type(retrieval) is Tag2TextForImageTextRetrieval
+    shared = model.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in pretraining.state_dict().items())
