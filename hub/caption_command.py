@@ -25,6 +25,7 @@ from .cli_args import (
     positive_int,
     probability,
 )
+from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights' dtype")
     parser.add_argument("--output", default=None,
                         help="write JSON lines here instead of standard output (default: standard output)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: --model is a `tag2text export` directory, run on onnxruntime (no torch)")
+    add_sharded_arguments(parser)
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -67,42 +71,29 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return found
 
 
-def embed_and_tag(model, pixel_values):
-    """Visual tokens and tag logits, the vision tower run once. The one place to switch when the model gets a
-    single method for both."""
-    image_embeds = model.get_image_embeddings(pixel_values)
-    return image_embeds, model.get_tag_logits(image_embeds)
-
-
 def caption_batch(model, processor, images, tags=None, threshold=None, generate_kwargs=None):
     """Tags, tag scores and captions for a list of RGB PIL images (or anything the processor takes).
 
-    The vision tower and the tagging head run once per image: their outputs feed both the reported tags and
-    ``generate`` (``image_embeds=`` and the selected tags' token ids).
+    One ``generate`` call runs the vision tower and the tagging head once per image and returns the tag
+    probabilities with the captions; the reported tags are the predicted ones (also when ``tags`` steer).
     """
     import torch
 
     pixel_values = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    steering = {"tags": [tags] * len(images), "tokenizer": processor.tokenizer} if tags else {}
     with torch.no_grad():
-        image_embeds, tag_logits = embed_and_tag(model, pixel_values)
-        selected = model.select_tags(tag_logits, threshold)
-        if tags:
-            steering = {"tags": [tags] * len(images), "tokenizer": processor.tokenizer}
-        else:
-            tag_input_ids, tag_attention_mask = model.build_tag_input_ids(selected, image_embeds.device)
-            steering = {"tag_input_ids": tag_input_ids, "tag_attention_mask": tag_attention_mask}
-        outputs = model.generate(image_embeds=image_embeds, return_dict_in_generate=True, **steering,
-                                 **(generate_kwargs or {}))
-    probabilities = torch.sigmoid(tag_logits.float())
+        outputs = model.generate(pixel_values, tag_threshold=threshold, output_tag_logits=True,
+                                 return_dict_in_generate=True, **steering, **(generate_kwargs or {}))
+    selected = model.select_tags(outputs["tag_logits"], threshold)
+    probabilities = outputs["tag_probs"]
     captions = processor.decode_captions(outputs.sequences)
     results = []
     for index, caption in enumerate(captions):
         ids = selected[index]
         names = [model.config.tag_names[i] for i in ids]
-        used = outputs["tags"][index] if tags else names
         results.append(
             {
-                "tags": list(used),
+                "tags": list(outputs["tags"][index]),
                 "tag_scores": {name: round(float(probabilities[index, i]), 6) for name, i in zip(names, ids)},
                 "caption": caption,
             }
@@ -146,6 +137,12 @@ def _check_max_length(max_length: int, prompt_tokens: int) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "backend", "torch") == "onnx":
+        from .onnx_caption import run as run_onnx
+
+        return run_onnx(args)
+    if wants_sharded_run(args):
+        return run_sharded(args)
     source, paths = _check_options(args)
     check_device(args.device, "--device")
 

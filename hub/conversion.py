@@ -237,7 +237,7 @@ def convert_checkpoint(
         CheckpointConversionError, OriginalConfigError, CheckpointDownloadError: with the offending keys,
             files or arguments named.
     """
-    import tag2text  # noqa: F401  (registers the classes so that save_pretrained writes the remote-code payload)
+    # Taking the classes from the package registers them, so that save_pretrained writes the remote-code payload.
     from tag2text import Tag2TextForCaptioning, Tag2TextImageProcessor, Tag2TextProcessor
 
     output_dir = Path(os.fspath(output_dir))

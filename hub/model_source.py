@@ -1,6 +1,7 @@
 """Where a model given on the command line comes from: a local directory or a Hub repo id.
 
-Used by ``caption``, ``evaluate`` and ``convert`` (and reusable by any command that loads a model):
+Used by ``caption`` and ``evaluate`` (and reusable by any command that loads a model; ``convert`` reads a
+checkpoint file and checks its tokenizer with :func:`tag2text.build_tokenizer`, which follows the same rule):
 
 - a path that exists is loaded from disk and never sent to the Hub; it must be a directory with ``config.json``;
 - a source that does not exist and cannot be a repo id (``owner/name``; see

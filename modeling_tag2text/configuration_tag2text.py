@@ -38,6 +38,10 @@ class Tag2TextTextConfig(PretrainedConfig):
     original. The encoder's cross-attention reads the visual tokens (``encoder_hidden_size`` is set by
     :class:`Tag2TextConfig` to the vision width); the decoder's reads the encoder output (``hidden_size``).
     There are no token-type embeddings.
+
+    ``chunk_size_feed_forward`` is transformers' setting (positions per feed-forward chunk in every mode; 0: no
+    chunking), except that ``None``, the default, means 512 in CPU inference (eval mode, no gradients, not
+    traced) and no chunking in training, on accelerators and under torch.compile/torch.export.
     """
 
     model_type = "tag2text_text_model"
@@ -64,8 +68,13 @@ class Tag2TextTextConfig(PretrainedConfig):
         cls_token_id: int = 101,
         enc_token_id: int = 30523,
         label_smoothing: float = 0.1,
+        chunk_size_feed_forward: int | None = None,
         **kwargs,
     ):
+        if chunk_size_feed_forward is not None and (
+            not isinstance(chunk_size_feed_forward, int) or chunk_size_feed_forward < 0
+        ):
+            raise ValueError(f"text_config.chunk_size_feed_forward must be None or an int >= 0, got {chunk_size_feed_forward!r}")
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"text_config.hidden_size ({hidden_size}) must be a multiple of "
@@ -92,6 +101,7 @@ class Tag2TextTextConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
+        self.chunk_size_feed_forward = chunk_size_feed_forward
 
 
 class Tag2TextTaggingConfig(PretrainedConfig):

@@ -20,12 +20,12 @@ import torch
 from .. import (
     PRESETS,
     Tag2TextConfig,
-    Tag2TextForCaptioning,
     Tag2TextImageProcessor,
     Tag2TextProcessor,
     build_tokenizer,
     preset_config,
 )
+from ..modeling_tag2text_pretraining import Tag2TextForPreTraining
 from .tag_mining import TagList
 
 logger = logging.getLogger(__name__)
@@ -261,9 +261,12 @@ def scratch_init(model) -> list[str]:
 
 
 def build_model_and_processor(model_args, tag_list: TagList | None, tokenizer=None):
-    """(model, processor) for a run. ``tag_list`` None keeps the ``--init-from`` model's tags."""
+    """(model, processor) for a run. ``tag_list`` None keeps the ``--init-from`` model's tags.
+
+    The model is a :class:`~tag2text.modeling_tag2text_pretraining.Tag2TextForPreTraining`: the captioning
+    model's weights with the four training losses in its forward; it saves as a ``Tag2TextForCaptioning``."""
     if model_args.init_from:
-        model = Tag2TextForCaptioning.from_pretrained(model_args.init_from)
+        model = Tag2TextForPreTraining.from_pretrained(model_args.init_from)
         if tokenizer is None:
             processor = Tag2TextProcessor.from_pretrained(model_args.init_from)
             tokenizer = processor.tokenizer
@@ -280,7 +283,7 @@ def build_model_and_processor(model_args, tag_list: TagList | None, tokenizer=No
         if tokenizer is None:
             raise ValueError("a new model needs a tokenizer")
         config = new_config(model_args.model_config, tag_list, tokenizer, model_args.image_size)
-        model = Tag2TextForCaptioning(config)
+        model = Tag2TextForPreTraining(config)
         if getattr(model_args, "scratch_init", False):
             scratch_init(model)
         processor = make_processor(tokenizer, config)
