@@ -53,44 +53,55 @@ def write_caption_vocabulary(texts, path: str | os.PathLike, min_count: int = 1)
 
 def train_caption_wordpiece(texts, path: str | os.PathLike, required=(), vocab_size: int = WORDPIECE_VOCAB_SIZE,
                             min_frequency: int = WORDPIECE_MIN_FREQUENCY) -> Path:
-    """Train a lower-casing BERT WordPiece vocabulary on ``texts`` with the ``tokenizers`` library and write it
-    as ``vocab.txt`` (special tokens first, the ids BERT uses).
+    """A lower-casing BERT WordPiece vocabulary for ``texts``, written as ``vocab.txt`` (special tokens first,
+    the ids BERT uses).
 
-    Words seen at least ``min_frequency`` times become whole tokens as long as ``vocab_size`` allows; rarer
-    and unseen words are spelled in pieces (every character seen is in the vocabulary), so captions and tag
-    names outside the training captions still tokenize without [UNK]. ``required`` texts (the decoder
-    prompt, tag names, the tag separator) are counted often enough to become whole tokens.
+    Words seen at least ``min_frequency`` times (after BERT's normalisation and pre-tokenisation, by the
+    ``tokenizers`` library) become whole tokens, the most frequent first while ``vocab_size`` allows; every
+    other word is spelled in single-character pieces (each character seen, and every ASCII letter and digit, is
+    in the vocabulary both as a word start and as a ``##`` continuation), so captions and tag names outside the
+    training captions still tokenize without [UNK]. ``required`` texts (the decoder prompt, tag names, the tag
+    separator) are always whole tokens.
+
+    The vocabulary is a function of the texts alone. (``tokenizers``' WordPiece trainer was not used: its
+    merges break ties differently from process to process, measured: three runs on the same captions gave
+    three vocabularies, which would give a resumed or distributed run other token ids.)
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import normalizers, pre_tokenizers
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=int(vocab_size), min_frequency=int(min_frequency),
-                                        special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
-                                        show_progress=False)
-    corpus = [str(t) for t in texts] + [str(t) for t in required] * max(int(min_frequency), 1)
-    tokenizer.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
-    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
-    # WordPiece turns a whole word into [UNK] when one of its characters has no piece; the trainer makes a
-    # "##c" continuation piece only for characters it saw inside words. Every character seen, and every ASCII
-    # letter and digit, gets both forms, so an unseen word is always spelled in pieces.
-    present = set(tokens)
-    characters = {t for t in tokens if len(t) == 1} | set(string.ascii_lowercase + string.digits)
-    tokens += sorted({c for c in characters if c not in present} | {f"##{c}" for c in characters} - present)
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
+    splitter = pre_tokenizers.BertPreTokenizer()
+
+    def words(text):
+        return [word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(str(text)))]
+
+    counts = Counter(word for text in texts for word in words(text))
+    needed = {word for text in required for word in words(text)}
+    characters = {c for word in list(counts) + list(needed) for c in word} | set(string.ascii_lowercase + string.digits)
+    pieces = {c for c in characters} | {f"##{c}" for c in characters}
+    budget = max(int(vocab_size) - len(SPECIAL_TOKENS) - len(pieces | needed), 0)
+    frequent = [w for w, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+                if n >= int(min_frequency) and w not in needed and w not in pieces][:budget]
+    tokens = list(SPECIAL_TOKENS) + sorted((pieces | needed | set(frequent)) - set(SPECIAL_TOKENS))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
     return path
 
 
-def load_tokenizer(source: str | None, init_from: str | None, vocabulary_texts=None, work_dir=None, required=()):
+def load_tokenizer(source: str | None, init_from: str | None, vocabulary_texts=None, work_dir=None, required=(),
+                   resuming: bool = False):
     """The tokenizer of a run: ``source`` (a vocab.txt, tokenizer directory or Hub id), or one trained on the
     training captions (``source`` is ``from-captions``, or None for a new model), or None with ``init_from``
-    (the initial model's processor brings its own). ``required``: texts the trained vocabulary must hold."""
+    (the initial model's processor brings its own). ``required``: texts the trained vocabulary must hold.
+    ``resuming``: reuse the vocabulary already trained into ``work_dir``."""
     if source is None and init_from is not None:
         return None  # the processor of the initial model brings its tokenizer
     if source in (None, FROM_CAPTIONS):
+        saved = Path(work_dir or ".") / "vocab.txt"
+        if resuming and saved.is_file():
+            logger.info("resuming: the vocabulary this run trained on the captions, %s", saved)
+            return build_tokenizer(saved)
         if vocabulary_texts is None:
             raise ValueError("a tokenizer trained on the captions needs map-style training data with captions")
         path = train_caption_wordpiece(vocabulary_texts, Path(work_dir or ".") / "vocab.txt", required=required)

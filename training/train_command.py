@@ -142,7 +142,7 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
             # The decoder prompt ("a picture of"), the tag names and the separator must be real tokens, not [UNK].
             required = list(tag_list.names) + [Tag2TextConfig().prompt, Tag2TextConfig().tag_separator.strip()]
         tokenizer = load_tokenizer(model_args.tokenizer, model_args.init_from, texts, work_dir=output,
-                                   required=required)
+                                   required=required, resuming=resuming)
     # Seed before the model is built: its random initialisation must be the same in every run (and every
     # process) with the same --seed, or a resumed or distributed run starts from other weights.
     from transformers import set_seed
