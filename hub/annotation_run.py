@@ -207,16 +207,11 @@ def annotate_batch(model, pixel_values, processor, tags=None, threshold=None, ge
 
 
 def generate_options(model, args) -> dict:
-    """generate() keywords from --num-beams / --max-length, as ``tag2text caption`` sets them."""
-    kwargs = {}
-    if args.num_beams is not None:
-        kwargs["num_beams"] = args.num_beams
-    if args.max_length is not None:
-        kwargs["max_length"] = args.max_length
-        # The released minimum (10 tokens) counts [DEC] and the prompt, like max_length.
-        prompt_tokens = 1 + len(model.config.prompt_token_ids or [])
-        kwargs["min_length"] = min(args.max_length, prompt_tokens + (model.generation_config.min_new_tokens or 0))
-    return kwargs
+    """generate() keywords from --num-beams / --max-length, by ``tag2text caption``'s rule."""
+    from .caption_command import generation_options
+
+    return generation_options(args.num_beams, args.max_length, len(model.config.prompt_token_ids or []),
+                              model.generation_config.min_new_tokens)
 
 
 # -- processes ------------------------------------------------------------------------------------------------

@@ -147,7 +147,6 @@ def run(args) -> int:
     check_device(args.device, "--device")
 
     import torch
-    from tqdm.auto import tqdm
 
     from tag2text.processing import ImageInputError, to_rgb_image
 
@@ -166,34 +165,49 @@ def run(args) -> int:
                   "the captions are steered by [UNK] in their place", file=sys.stderr)
 
     model = load_model(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
-    generate_kwargs = {}
-    if args.num_beams is not None:
-        generate_kwargs["num_beams"] = args.num_beams
-    if args.max_length is not None:
-        generate_kwargs["max_length"] = args.max_length
+    generate_kwargs = generation_options(args.num_beams, args.max_length, len(model.config.prompt_token_ids or []),
+                                         model.generation_config.min_new_tokens)
+    return write_captions(
+        args, paths, lambda path: to_rgb_image(str(path)), ImageInputError,
+        lambda images: caption_batch(model, processor, images, args.tags, args.threshold, generate_kwargs),
+    )
+
+
+def generation_options(num_beams, max_length, prompt_length: int, min_new_tokens) -> dict:
+    """generate() keywords from --num-beams / --max-length: one rule for every backend and the sharded run."""
+    kwargs = {}
+    if num_beams is not None:
+        kwargs["num_beams"] = num_beams
+    if max_length is not None:
+        kwargs["max_length"] = max_length
         # The released minimum (10 tokens) counts [DEC] and the prompt, like max_length.
-        prompt_tokens = 1 + len(model.config.prompt_token_ids or [])
-        generate_kwargs["min_length"] = min(args.max_length, prompt_tokens + (model.generation_config.min_new_tokens or 0))
+        kwargs["min_length"] = min(max_length, 1 + prompt_length + (min_new_tokens or 0))
+    return kwargs
+
+
+def write_captions(args, paths, read_image, image_error, caption_images, desc="captioning", backend="") -> int:
+    """The caption loop shared by the backends: one JSON line per image (an "error" line for an image that
+    ``read_image`` rejects with ``image_error``), a progress bar, and the closing summary line on stderr."""
+    from tqdm.auto import tqdm
 
     stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     failures = captioned = 0
     started = time.perf_counter()
     try:
-        progress = tqdm(total=len(paths), desc="captioning", unit="img", disable=None, file=sys.stderr)
+        progress = tqdm(total=len(paths), desc=desc, unit="img", disable=None, file=sys.stderr)
         for start in range(0, len(paths), args.batch_size):
             batch_paths = paths[start : start + args.batch_size]
             images, good = [], []
             for path in batch_paths:
                 try:
-                    images.append(to_rgb_image(str(path)))
+                    images.append(read_image(path))
                     good.append(path)
-                except ImageInputError as error:
+                except image_error as error:
                     failures += 1
                     progress.write(f"tag2text caption: skipping {path}: {error}", file=sys.stderr)
                     stream.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
             if images:
-                for path, result in zip(good, caption_batch(model, processor, images, args.tags, args.threshold,
-                                                            generate_kwargs)):
+                for path, result in zip(good, caption_images(images)):
                     stream.write(json.dumps({"image": str(path), **result}) + "\n")
                     captioned += 1
             stream.flush()
@@ -206,5 +220,5 @@ def run(args) -> int:
     per_image = seconds / captioned if captioned else float("nan")
     where = f" into {os.fspath(args.output)}" if args.output else ""
     print(f"tag2text caption: captioned {captioned}, failed {failures} of {len(paths)} images{where} in "
-          f"{seconds:.1f} s ({per_image:.3f} s per image)", file=sys.stderr)
+          f"{seconds:.1f} s ({per_image:.3f} s per image{backend})", file=sys.stderr)
     return 1 if failures else 0

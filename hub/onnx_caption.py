@@ -6,9 +6,6 @@ image, exit status 1 if any failed), computed by :class:`tag2text.onnx.OnnxTag2T
 
 from __future__ import annotations
 
-import json
-import sys
-
 from .caption_command import collect_images
 from .cli_args import UsageError
 
@@ -32,14 +29,9 @@ def caption_batch(model, images, tags=None, threshold=None, generate_kwargs=None
 
 
 def run(args) -> int:
-    import os
-    import time
-
-    from tqdm.auto import tqdm
-
     from tag2text.onnx import OnnxModelError, OnnxTag2Text, load_rgb_image
 
-    from .caption_command import _check_max_length
+    from .caption_command import _check_max_length, generation_options, write_captions
     from .cli_args import output_file
 
     sharded = [f"--{name.replace('_', '-')}" for name in ("output_dir", "shards", "parquet", "dataset")
@@ -67,47 +59,13 @@ def run(args) -> int:
         model = OnnxTag2Text.from_pretrained(args.model, providers=providers)
     except OnnxModelError as error:
         raise UsageError(f"--model {args.model}: {error}") from error
-    generate_kwargs = {}
-    if args.num_beams is not None:
-        generate_kwargs["num_beams"] = args.num_beams
+    prompt_length = len(model.manifest["prompt_token_ids"])
     if args.max_length is not None:
-        _check_max_length(args.max_length, len(model.manifest["prompt_token_ids"]))
-        generate_kwargs["max_length"] = args.max_length
-        # The released minimum (10 tokens) counts [DEC] and the prompt, like max_length.
-        prompt_tokens = 1 + len(model.manifest["prompt_token_ids"])
-        minimum = model.generation_config.get("min_new_tokens") or 0
-        generate_kwargs["min_length"] = min(args.max_length, prompt_tokens + minimum)
-
-    stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    failures = captioned = 0
-    started = time.perf_counter()
-    try:
-        progress = tqdm(total=len(paths), desc="captioning (onnx)", unit="img", disable=None, file=sys.stderr)
-        for start in range(0, len(paths), args.batch_size):
-            batch_paths = paths[start: start + args.batch_size]
-            images, good = [], []
-            for path in batch_paths:
-                try:
-                    images.append(load_rgb_image(str(path)))
-                    good.append(path)
-                except OnnxModelError as error:
-                    failures += 1
-                    progress.write(f"tag2text caption: skipping {path}: {error}", file=sys.stderr)
-                    stream.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")
-            if images:
-                for path, result in zip(good, caption_batch(model, images, args.tags, args.threshold,
-                                                            generate_kwargs)):
-                    stream.write(json.dumps({"image": str(path), **result}) + "\n")
-                    captioned += 1
-            stream.flush()
-            progress.update(len(batch_paths))
-        progress.close()
-    finally:
-        if stream is not sys.stdout:
-            stream.close()
-    seconds = time.perf_counter() - started
-    per_image = seconds / captioned if captioned else float("nan")
-    where = f" into {os.fspath(args.output)}" if args.output else ""
-    print(f"tag2text caption: captioned {captioned}, failed {failures} of {len(paths)} images{where} in "
-          f"{seconds:.1f} s ({per_image:.3f} s per image, onnxruntime)", file=sys.stderr)
-    return 1 if failures else 0
+        _check_max_length(args.max_length, prompt_length)
+    generate_kwargs = generation_options(args.num_beams, args.max_length, prompt_length,
+                                         model.generation_config.get("min_new_tokens"))
+    return write_captions(
+        args, paths, lambda path: load_rgb_image(str(path)), OnnxModelError,
+        lambda images: caption_batch(model, images, args.tags, args.threshold, generate_kwargs),
+        desc="captioning (onnx)", backend=", onnxruntime",
+    )
