@@ -6,15 +6,26 @@ number of tokens (beam 3, min_length = max_length = 30). Each configuration runs
 peak resident memory (VmHWM) belongs to it alone.
 
     python benchmarks/inference.py [--batch-sizes 1 8] [--dtypes float32 bfloat16 bfloat16-weights] [--repeats 2] [--rounds 2]
+    python benchmarks/inference.py --baseline /work/main --no-blip   # this checkout against another, A/B
+
+``--baseline DIR`` also runs Tag2Text from another checkout of this repository (its package folders laid out
+as ``tag2text`` in a temporary directory), alternating with this one in every round, and prints both with
+their ratio. ``--compile`` adds ``torch.compile`` (inductor) of the tagging path, timed after compilation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+
+# package_dir of setup.cfg: where each part of the tag2text namespace lives in a checkout
+PACKAGE_FOLDERS = {"modeling_tag2text": "", "processing": "processing", "training": "training", "hub": "hub"}
 
 
 def _peak_rss_mb() -> float:
@@ -37,7 +48,7 @@ def _build(name):
     import torch
 
     torch.manual_seed(0)
-    if name == "tag2text":
+    if name in ("tag2text", "baseline"):
         from tag2text import Tag2TextForCaptioning, preset_config
 
         config = preset_config("tag2text-swin-b-384")
@@ -74,7 +85,7 @@ def _run_one(name, batch_size, dtype, repeats):
             start = time.perf_counter()
             out = model.generate(pixel_values=pixel_values, **kwargs)
             times.append(time.perf_counter() - start)
-        if name == "tag2text":
+        if name in ("tag2text", "baseline"):
             logits = model.get_tag_logits(model.get_image_embeddings(pixel_values)).float()
             tags = torch.sigmoid(logits).tolist()
     tokens = int(out.shape[1])
@@ -101,15 +112,69 @@ def _best(results):
     return best
 
 
-def _spawn(name, batch_size, dtype, repeats):
+def _package_tree(checkout: str) -> str:
+    """A temporary directory in which ``import tag2text`` finds ``checkout``'s code (as setup.cfg maps it)."""
+    root = tempfile.mkdtemp(prefix="tag2text-baseline-")
+    for folder, target in PACKAGE_FOLDERS.items():
+        source = os.path.join(checkout, folder)
+        if not os.path.isdir(source):
+            raise SystemExit(f"--baseline {checkout}: no {folder}/ folder (not a tag2text checkout)")
+        shutil.copytree(source, os.path.join(root, "tag2text", target), dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def _spawn(name, batch_size, dtype, repeats, baseline_tree=None):
     code = (
         "import json, sys; sys.path.insert(0, %r); import inference as b; "
         "print(json.dumps(b._run_one(%r, %d, %r, %d)))" % (sys.path[0], name, batch_size, dtype, repeats)
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = dict(os.environ)
+    if name == "baseline":  # first on sys.path, ahead of this checkout's (editable) install
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline_tree, env.get("PYTHONPATH")]))
+        code = "import sys, tag2text; assert tag2text.__file__.startswith(%r), tag2text.__file__; " % baseline_tree + code
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"{name} batch {batch_size} {dtype} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _print_ab(dtype, batch_size, this, baseline):
+    """Every round's seconds per image of both checkouts (the spread is the machine's noise) and the ratio of
+    the best rounds."""
+    this_s = [r["seconds_per_image"] for r in this]
+    base_s = [r["seconds_per_image"] for r in baseline]
+    same = all(a["tokens"] == b["tokens"] for a, b in zip(this, baseline))
+    print(f"A/B {dtype} batch {batch_size}: this {' '.join(f'{t:.3f}' for t in this_s)} s/img, "
+          f"baseline {' '.join(f'{t:.3f}' for t in base_s)} s/img; best this/baseline {min(this_s) / min(base_s):.3f}, "
+          f"peak MB {max(r['peak_rss_mb'] for r in this):.0f}/{max(r['peak_rss_mb'] for r in baseline):.0f}, "
+          f"same token counts: {same}", flush=True)
+
+
+def _print_compiled(batch_size: int = 1, repeats: int = 2):
+    """torch.compile (inductor) of the tagging path against eager, same process, after a warm-up compile."""
+    import torch
+
+    model = _build("tag2text")
+
+    def tagging(pixel_values):
+        return model.get_tag_logits(model.get_image_embeddings(pixel_values))
+
+    pixel_values = torch.randn(batch_size, 3, 384, 384)
+    compiled = torch.compile(tagging, backend="inductor")
+    with torch.no_grad():
+        start = time.perf_counter()
+        compiled(pixel_values)
+        compile_s = time.perf_counter() - start
+        times, outputs = {"eager": [], "inductor": []}, {}
+        for _ in range(repeats):
+            for name, fn in (("eager", tagging), ("inductor", compiled)):
+                start = time.perf_counter()
+                outputs[name] = fn(pixel_values)
+                times[name].append(time.perf_counter() - start)
+    diff = float((outputs["inductor"] - outputs["eager"]).abs().max())
+    print(f"tagging path batch {batch_size}: eager {min(times['eager']):.3f} s, inductor {min(times['inductor']):.3f} s "
+          f"(first call with compilation {compile_s:.1f} s; max |logit difference| {diff:.1e})")
 
 
 def main():
@@ -120,7 +185,11 @@ def main():
                         help="bfloat16: fp32 weights under bf16 autocast; bfloat16-weights: the model cast to bf16")
     parser.add_argument("--repeats", type=int, default=2, help="timed generate calls per process (best kept)")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per model, alternating the models")
+    parser.add_argument("--baseline", metavar="DIR", help="also time Tag2Text from this checkout (e.g. main's)")
+    parser.add_argument("--no-blip", action="store_true", help="leave out BLIP (e.g. for a quick --baseline A/B)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of tagging")
     args = parser.parse_args()
+    baseline_tree = _package_tree(os.path.abspath(args.baseline)) if args.baseline else None
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; matmul 2048x2048: "
@@ -129,12 +198,19 @@ def main():
     for dtype in args.dtypes:
         for batch_size in args.batch_sizes:
             # Rounds alternate the two models so that a slow spell of a shared machine hits both alike.
-            runs = {"tag2text": [], "blip": []}
+            names = ["tag2text"] + (["baseline"] if baseline_tree else []) + ([] if args.no_blip else ["blip"])
+            runs = {name: [] for name in names}
             for _ in range(args.rounds):
                 for name in runs:
-                    runs[name].append(_spawn(name, batch_size, dtype, args.repeats))
-            t2t, blip = (_best(runs[name]) for name in ("tag2text", "blip"))
-            rows.append((dtype, batch_size, t2t, blip))
+                    runs[name].append(_spawn(name, batch_size, dtype, args.repeats, baseline_tree))
+            if baseline_tree:
+                _print_ab(dtype, batch_size, runs["tag2text"], runs["baseline"])
+            if not args.no_blip:
+                rows.append((dtype, batch_size, _best(runs["tag2text"]), _best(runs["blip"])))
+    if args.compile:
+        _print_compiled()
+    if not rows:
+        return
     header = f"{'dtype':16} {'batch':>5} {'tag2text s/img':>15} {'blip s/img':>11} {'ratio':>6} " \
              f"{'tag2text MB':>12} {'blip MB':>8} {'tokens':>7}"
     print(header)

@@ -17,6 +17,7 @@ The overhead ratio is trainer time per step over plain time per step (target: at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -56,7 +57,8 @@ def _build(size: str, device):
     from tag2text.training.quickstart_command import QUICKSTART_ARCHITECTURE
     from tag2text.training.synthetic import describe, draw_scene, random_scene
     from tag2text.training.tag_mining import TagList
-    from tag2text import Tag2TextForCaptioning, build_tokenizer
+    from tag2text import build_tokenizer
+    from tag2text.modeling_tag2text_pretraining import Tag2TextForPreTraining
 
     rng = np.random.default_rng(0)
     scenes = [random_scene(rng) for _ in range(64)]
@@ -79,7 +81,7 @@ def _build(size: str, device):
     else:
         config = preset_config("tag2text-swin-b-384", tokenizer=tokenizer, tag_names=tag_names)
     torch.manual_seed(0)
-    model = Tag2TextForCaptioning(config).to(device)
+    model = Tag2TextForPreTraining(config).to(device)
     processor = make_processor(tokenizer, config)
     image_size = int(config.vision_config.image_size)
     records = []
@@ -108,7 +110,6 @@ def _plain_loop(model, collator, records, batch_size, steps, warmup, device, che
     import torch
 
     from tag2text.training import LossWeights
-    from tag2text.training.losses import image_text_contrastive_loss, image_text_matching_loss
 
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -116,8 +117,7 @@ def _plain_loop(model, collator, records, batch_size, steps, warmup, device, che
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.05)
     loader = torch.utils.data.DataLoader(_ImageRecords(records, batch_size * (steps + warmup)), batch_size=batch_size,
                                          shuffle=True, collate_fn=collator)
-    weights = LossWeights()
-    enc = model.config.text_config.enc_token_id
+    weights = dataclasses.asdict(LossWeights())
     start = None
     for step, batch in enumerate(loader):
         if step == warmup:
@@ -125,20 +125,9 @@ def _plain_loop(model, collator, records, batch_size, steps, warmup, device, che
                 torch.cuda.synchronize()
             start = time.perf_counter()
         batch = {k: v.to(device) for k, v in batch.items()}
-        text_ids, text_mask = batch.pop("text_input_ids"), batch.pop("text_attention_mask")
-        sample_ids = batch.pop("sample_ids")
         batch.pop("image_load_failures")
-        out = model(**batch)
-        image_features = model.get_image_features(image_embeds=out.image_embeds).pooler_output
-        text_features = model.get_text_features(text_ids, text_mask).pooler_output
-        con = image_text_contrastive_loss(torch.nn.functional.normalize(image_features, dim=-1),
-                                          torch.nn.functional.normalize(text_features, dim=-1),
-                                          model.logit_temperature, sample_ids=sample_ids)
-        itm_ids = text_ids.clone()
-        itm_ids[:, 0] = enc
-        itm = image_text_matching_loss(model, out.image_embeds, itm_ids, text_mask, con)
-        loss = weights.combine({"tag": out.loss_tag, "lm": out.loss_lm, "itc": con.loss, "itm": itm.loss},
-                               out.image_embeds.shape[0])
+        # The same forward as the Trainer's: the four losses and their weighted sum.
+        loss = model(**batch, loss_weights=weights).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # the Trainer clips too (max_grad_norm=1)
         optimizer.step()

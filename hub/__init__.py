@@ -6,6 +6,7 @@ importing torch and transformers:
 - :func:`convert_checkpoint`: original ``tag2text_swin_14m.pth`` -> complete model directory;
 - :func:`push_model_directory`: upload a model directory to the Hub;
 - :func:`render_model_card`: the README.md of a model;
+- :func:`export_onnx`: ONNX graphs and deployment files for :class:`tag2text.onnx.OnnxTag2Text`;
 - :func:`generate_like_original`: captions with the released beam-search scoring (transformers 4.26);
 - :func:`convert_state_dict`, :func:`config_from_original`, :func:`load_original_checkpoint`: the parts.
 """
@@ -33,6 +34,8 @@ _EXPORTS = {
     "check_model_directory": "upload",
     "ModelDirectoryError": "upload",
     "render_model_card": "model_card",
+    "export_onnx": "onnx_export",
+    "quantize_export": "onnx_export",
     "generate_like_original": "..generation_original",
 }
 

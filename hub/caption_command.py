@@ -25,6 +25,7 @@ from .cli_args import (
     positive_int,
     probability,
 )
+from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -46,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights' dtype")
     parser.add_argument("--output", default=None,
                         help="write JSON lines here instead of standard output (default: standard output)")
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: --model is a `tag2text export` directory, run on onnxruntime (no torch)")
+    add_sharded_arguments(parser)
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -133,6 +137,12 @@ def _check_max_length(max_length: int, prompt_tokens: int) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "backend", "torch") == "onnx":
+        from .onnx_caption import run as run_onnx
+
+        return run_onnx(args)
+    if wants_sharded_run(args):
+        return run_sharded(args)
     source, paths = _check_options(args)
     check_device(args.device, "--device")
 

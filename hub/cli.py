@@ -23,6 +23,7 @@ from .cli_args import HelpFormatter, UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("tag2text.hub.caption_command", "tag and caption images with a Tag2Text model"),
     "convert": ("tag2text.hub.convert_command", "convert the original tag2text_swin_14m.pth checkpoint"),
+    "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),
     "push": ("tag2text.hub.push_command", "upload a model directory to the Hugging Face Hub"),
     "mine-tags": ("tag2text.processing.mine_tags_command", "parse captions into object/attribute/action tags"),
     "build-tag-list": ("tag2text.processing.build_tag_list_command", "build a tag list from a caption corpus"),
@@ -30,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("tag2text.training.train_command", "train or fine-tune Tag2Text with the Trainer"),
     "evaluate": ("tag2text.training.evaluate_command", "tagging, captioning and retrieval metrics of a model"),
     "quickstart": ("tag2text.training.quickstart_command", "train a small model on built-in synthetic data"),
+    "serve": ("tag2text.hub.serve_command", "web demo and HTTP API (dynamic batching) for a model"),
 }
 
 

@@ -72,6 +72,9 @@ def render_model_card(
     threshold_lines = ", ".join(f"{_tag_label(config, i)}: {v}" for i, v in sorted(thresholds.items())) or "none"
     excluded = ", ".join(_tag_label(config, i) for i in config.caption_excluded_tag_ids) or "none"
     prompt_tokens = 1 + len(config.prompt_token_ids or [])
+    from ..configuration_tag2text import generation_defaults
+
+    decoding = generation_defaults(config)
     fresh = ""
     if new_parameters:
         modules = sorted({key.split(".")[0] for key in new_parameters})
@@ -146,12 +149,12 @@ print(tags.tags, processor.decode_captions(ids))
 With the `tag2text` Python package of this port installed, `trust_remote_code` is not needed and the
 command line works too: `tag2text caption --model {name} photo.jpg`.
 
-Decoding defaults (`generation_config.json`) are the released ones: beam search with 3 beams, at most
-{max(1, 30 - prompt_tokens)} and at least {max(0, 10 - prompt_tokens)} new tokens after the {prompt_tokens}-token prompt
-(the original's `max_length=30, min_length=10` counted the prompt). Beam scores are normalised by the number of
-generated tokens, as current transformers does; the released code's transformers 4.26 divided by the full length
-including the prompt, which can pick another beam. `tag2text.hub.generate_like_original(model, pixel_values)`
-reproduces the original's beam output exactly.
+Decoding defaults (`generation_config.json`) are the released ones: beam search with {decoding["num_beams"]} beams,
+at most {decoding["max_new_tokens"]} and at least {decoding["min_new_tokens"]} new tokens after the
+{prompt_tokens}-token prompt (the original's `max_length` and `min_length` counted the prompt). Beam scores are
+normalised by the number of generated tokens, as current transformers does; the released code's transformers 4.26
+divided by the full length including the prompt, which can pick another beam.
+`model.generate(pixel_values, beam_scoring="original")` reproduces the original's beam output exactly.
 
 ## Where the weights come from
 

@@ -38,6 +38,10 @@ class Tag2TextTextConfig(PretrainedConfig):
     original. The encoder's cross-attention reads the visual tokens (``encoder_hidden_size`` is set by
     :class:`Tag2TextConfig` to the vision width); the decoder's reads the encoder output (``hidden_size``).
     There are no token-type embeddings.
+
+    ``chunk_size_feed_forward`` is transformers' setting (positions per feed-forward chunk in every mode; 0: no
+    chunking), except that ``None``, the default, means 512 in CPU inference (eval mode, no gradients, not
+    traced) and no chunking in training, on accelerators and under torch.compile/torch.export.
     """
 
     model_type = "tag2text_text_model"
@@ -64,8 +68,13 @@ class Tag2TextTextConfig(PretrainedConfig):
         cls_token_id: int = 101,
         enc_token_id: int = 30523,
         label_smoothing: float = 0.1,
+        chunk_size_feed_forward: int | None = None,
         **kwargs,
     ):
+        if chunk_size_feed_forward is not None and (
+            not isinstance(chunk_size_feed_forward, int) or chunk_size_feed_forward < 0
+        ):
+            raise ValueError(f"text_config.chunk_size_feed_forward must be None or an int >= 0, got {chunk_size_feed_forward!r}")
         if hidden_size % num_attention_heads != 0:
             raise ValueError(
                 f"text_config.hidden_size ({hidden_size}) must be a multiple of "
@@ -92,6 +101,7 @@ class Tag2TextTextConfig(PretrainedConfig):
         self.pad_token_id = pad_token_id
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
+        self.chunk_size_feed_forward = chunk_size_feed_forward
 
 
 class Tag2TextTaggingConfig(PretrainedConfig):
@@ -352,7 +362,7 @@ class Tag2TextConfig(PretrainedConfig):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Also accepts a preset name: ``"tag2text-swin-b-384"`` or ``"tiny"`` (see :func:`preset_config`)."""
+        """Also accepts a preset name: ``"tag2text-swin-b-384"``, ``"small"`` or ``"tiny"`` (see :func:`preset_config`)."""
         if isinstance(pretrained_model_name_or_path, str) and pretrained_model_name_or_path in PRESETS:
             return preset_config(pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -430,14 +440,64 @@ def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
     return config
 
 
-PRESETS = {"tag2text-swin-b-384": _released_preset, "tiny": _tiny_preset}
+def _small_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
+    """A model to train from scratch on the CPU on thousands of images (the quickstart's architecture).
+
+    64 px input and a 3-stage Swin on 4 px patches (2 stages or 8 px patches learned colours, sizes and
+    positions but barely the objects' shapes in the quickstart's steps, measured); absolute position
+    embeddings, because Swin's relative position bias alone cannot tell the left half from the right;
+    a 64-wide, 2-layer text transformer without dropout; tags fire at 0.5 until calibrated.
+    """
+    vision = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=32,
+        depths=[2, 2, 2],
+        num_heads=[2, 4, 8],
+        window_size=4,
+        drop_path_rate=0.0,
+        layer_norm_eps=1e-5,
+        use_absolute_embeddings=True,
+    )
+    vocab_size = len(tokenizer) if tokenizer is not None else overrides.pop("vocab_size", 1024)
+    text = Tag2TextTextConfig(
+        vocab_size=vocab_size,
+        **_text_token_ids(tokenizer, vocab_size),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    kwargs = dict(
+        vision_config=vision,
+        text_config=text,
+        tagging_config=Tag2TextTaggingConfig(num_hidden_layers=2, num_attention_heads=2),
+        num_tags=16,
+        image_text_hidden_size=64,
+        max_tag_length=24,
+        tag_threshold=0.5,
+    )
+    if "tag_names" in overrides:
+        kwargs.pop("num_tags")
+    kwargs.update(overrides)
+    config = Tag2TextConfig(**kwargs)
+    if tokenizer is not None:
+        config.set_tag_vocabulary(tokenizer=tokenizer)
+    return config
+
+
+PRESETS = {"tag2text-swin-b-384": _released_preset, "small": _small_preset, "tiny": _tiny_preset}
 
 
 def preset_config(name: str, **overrides) -> Tag2TextConfig:
-    """A named configuration: ``"tag2text-swin-b-384"`` (the released model's sizes) or ``"tiny"``.
+    """A named configuration: ``"tag2text-swin-b-384"`` (the released model's sizes), ``"small"`` (trainable
+    from scratch on a CPU, the quickstart's architecture) or ``"tiny"`` (tests).
 
     Keyword overrides go to :class:`Tag2TextConfig`. ``tokenizer=`` sizes the vocabulary to it and records
-    the token ids of the tags, the separator and the prompt (``tiny`` also takes ``vocab_size``).
+    the token ids of the tags, the separator and the prompt (``small`` and ``tiny`` also take ``vocab_size``).
     """
     if name not in PRESETS:
         raise ValueError(f"unknown Tag2Text preset {name!r}; choose one of {sorted(PRESETS)}")

@@ -19,6 +19,7 @@ from transformers import GenerationMixin, PreTrainedModel, SwinModel, ViTModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_original import original_beam_search
@@ -27,8 +28,11 @@ from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
     Tag2TextTextModel,
+    end_packed_weight_trust,
+    is_tracing,
     language_modeling_loss,
-    use_fast_cpu_linears,
+    packed_linears,
+    trust_packed_weights,
 )
 
 try:
@@ -54,8 +58,7 @@ class Tag2TextModelOutput(ModelOutput):
             input ids were given.
         hidden_states / attentions / cross_attentions: of the interaction encoder, on request
             (``output_hidden_states`` / ``output_attentions``, or the config's values).
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -65,7 +68,8 @@ class Tag2TextModelOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -84,8 +88,7 @@ class Tag2TextForCaptioningOutput(ModelOutput):
         hidden_states / attentions / cross_attentions: of the text decoder, on request (``output_hidden_states``
             / ``output_attentions``, or the config's values). The model is not an encoder-decoder in transformers'
             sense (``is_encoder_decoder`` is false), so generation reads these names.
-        vision_model_output: the vision tower's output (``hidden_states``, ``attentions``) when hidden states or
-            attentions were asked for and the images were given.
+        vision_hidden_states / vision_attentions: of the vision tower, on request, when the images were given.
     """
 
     loss: torch.FloatTensor | None = None
@@ -99,7 +102,8 @@ class Tag2TextForCaptioningOutput(ModelOutput):
     hidden_states: tuple | None = None
     attentions: tuple | None = None
     cross_attentions: tuple | None = None
-    vision_model_output: ModelOutput | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 @dataclass
@@ -272,8 +276,10 @@ def _vision_tower(config: Tag2TextConfig) -> nn.Module:
         tower = SwinModel(config.vision_config, add_pooling_layer=True)
     else:
         tower = ViTModel(config.vision_config, add_pooling_layer=False)
-    # Swin-B 384 at batch 1, same process A/B: 0.78 -> 0.68 s in float32, 0.55 -> 0.51 s under bf16 autocast.
-    return use_fast_cpu_linears(tower)
+    # Our Tag2TextLinear in place of transformers' nn.Linear children (same Parameters and keys): the packed CPU
+    # inference path. Swin-B 384 at batch 1, same process A/B: 0.78 -> 0.68 s in float32, 0.55 -> 0.51 s under
+    # bf16 autocast.
+    return packed_linears(tower)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -320,7 +326,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         per image by 25%, with the same captions.
         """
         chunk = self.cpu_inference_images_per_chunk
-        return bool(chunk) and batch.shape[0] > chunk and batch.device.type == "cpu" and not torch.is_grad_enabled()
+        return (bool(chunk) and batch.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+                and not is_tracing(batch) and batch.shape[0] > chunk)
 
     def get_image_embeddings(self, pixel_values: torch.FloatTensor) -> torch.FloatTensor:
         """Visual tokens (batch, 1 + patches, width). Swin: the mean-pooled token, then the patch tokens."""
@@ -330,8 +337,12 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             raise ValueError(f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}")
         pixel_values = pixel_values.to(self.vision_model.dtype)
         if self._in_cpu_micro_batches(pixel_values):
-            pieces = pixel_values.split(self.cpu_inference_images_per_chunk)
-            return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
+            trusting = trust_packed_weights(self.vision_model)  # checked once, not per micro-batch
+            try:
+                pieces = pixel_values.split(self.cpu_inference_images_per_chunk)
+                return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
+            finally:
+                end_packed_weight_trust(trusting)
         if self.config.vision_config.model_type == "swin":
             outputs = self.vision_model(pixel_values=pixel_values, return_dict=True)
             return torch.cat([outputs.pooler_output.unsqueeze(1), outputs.last_hidden_state], dim=1)
@@ -342,8 +353,12 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
     def get_tag_logits(self, image_embeds: torch.FloatTensor) -> torch.FloatTensor:
         """Tag recognition logits (batch, num_tags) from visual tokens."""
         if self._in_cpu_micro_batches(image_embeds):
-            pieces = image_embeds.split(self.cpu_inference_images_per_chunk)
-            return torch.cat([self.get_tag_logits(piece) for piece in pieces])
+            trusting = trust_packed_weights(self.text_encoder)  # checked once, not per micro-batch
+            try:
+                pieces = image_embeds.split(self.cpu_inference_images_per_chunk)
+                return torch.cat([self.get_tag_logits(piece) for piece in pieces])
+            finally:
+                end_packed_weight_trust(trusting)
         queries = self.tagging_head.queries(image_embeds.shape[0], image_embeds.device)
         hidden, _, _, _ = self.text_encoder.encoder(
             queries,
@@ -624,7 +639,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             hidden_states=all_hidden,
             attentions=attentions,
             cross_attentions=cross,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
@@ -747,6 +763,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             loss = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing)
         return loss, logits, all_hidden, self_attn, cross_attn
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
@@ -772,8 +789,6 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
         ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
         """
-        if cache is None:
-            cache = kwargs.pop("past_key_values", None)
         image_embeds = kwargs.pop("image_embeds", None)
         if kwargs:
             raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
@@ -821,16 +836,17 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             hidden_states=all_hidden,
             attentions=self_attn,
             cross_attentions=cross_attn,
-            vision_model_output=vision,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
         """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
-        every other model keyword passed through), accepting the cache under either name."""
-        cache = cache if cache is not None else past_key_values
+        every other model keyword passed through); the cache is accepted under its old name too."""
         return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
 
     @staticmethod

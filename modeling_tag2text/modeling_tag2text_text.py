@@ -16,7 +16,6 @@ import weakref
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -67,104 +66,140 @@ def extended_self_attention_mask(
     return (1.0 - mask) * SELF_ATTENTION_MASK_VALUE
 
 
-# Packed (oneDNN-blocked) weight copies of every Tag2TextLinear (text layers and vision tower) for CPU inference,
-# keyed by module and kept outside it so that state dicts, deepcopy and pickling never see them.
-_PACKED_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
-_PACKING = {"available": None}
+def is_tracing(*tensors) -> bool:
+    """Whether this code runs under a tracer or compiler (torch.compile, torch.export, TorchScript tracing, ONNX
+    export) or on tensor subclasses such as fake or functional tensors. There only plain tensor operations without
+    data-dependent Python control flow may run, so the CPU inference shortcuts of this module step aside."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return True
+    return any(type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors)
 
 
-def clear_packed_weights(*_args, **_kwargs) -> None:
-    """Forget every packed weight copy (they are remade on next use).
-
-    Copies are keyed by the weight's storage and version counter, but fused optimizers (``AdamW(fused=True)``,
-    the Trainer's default) and writes through ``.data`` change weights without bumping that counter. So every
-    optimizer step (a global torch hook, registered below) and every ``train()``/``eval()`` switch clears
-    them; call this after changing weights through ``.data`` in any other way.
-    """
-    _PACKED_WEIGHTS.clear()
-
-
-register_optimizer_step_post_hook(clear_packed_weights)
-
-
-def _packing_available() -> bool:
-    if _PACKING["available"] is None:
-        try:
-            probe = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(2, 2), None)
-            torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 2), probe, None, "none", [], "")
-            _PACKING["available"] = bool(torch.backends.mkldnn.is_available())
-        except (AttributeError, RuntimeError, NotImplementedError):
-            _PACKING["available"] = False
-            logger.info("oneDNN packed linear is not available in this torch build; using the plain CPU path")
-    return _PACKING["available"]
+def _weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
+    """Exact per-row sums of the weight's bit patterns: a change to any element changes its row's sum (only values
+    exchanged within one row cancel out). One read of the weight and no temporary of its size."""
+    bits = {4: torch.int32, 2: torch.int16}[weight.element_size()]
+    return weight.detach().view(bits).sum(dim=-1, dtype=torch.int64)
 
 
 class Tag2TextLinear(nn.Linear):
-    """``nn.Linear`` with a faster path for inference on the CPU.
+    """``nn.Linear`` that multiplies with a packed oneDNN copy of its weight in CPU inference.
 
-    CPU BLAS is slow for the few rows of a decoding step (batch x beams) and not at its best for the tag
-    queries or the vision tower either (whose linears take this path too, see :func:`use_fast_cpu_linears`).
-    Outside training (no grad) on the CPU, in float32, in bfloat16 or under bfloat16 autocast, the product
-    uses a packed oneDNN copy of the weight (in the compute dtype), as PyTorch's own compiler does for frozen
-    CPU models. Measured on a 2-core x86 machine, float32: 4x faster for 3 rows, 6x for the
-    30,522-word output layer, 1.35x for 3,429 tag queries, equal to ``nn.Linear`` to about 1e-6 relative;
-    bfloat16: 1.6x for 3 rows, identical results. The copy is made on first use and remade when the weight
-    changes (see :func:`clear_packed_weights`); it costs the weights' memory once more. Without oneDNN,
-    or with ``cpu_weight_packing = False``, few float32 rows are multiplied as ``W @ x^T`` (also faster than
-    ``x @ W^T``). Parameters and state-dict keys are those of ``nn.Linear``.
+    PyTorch's own compiler packs the weights of frozen CPU models the same way (``mkldnn._linear_pointwise``).
+    The packed path is taken only in eval mode, without gradients, on the CPU, in float32 or bfloat16 (or under
+    bfloat16 autocast, packed in bfloat16), on plain tensors and outside every tracer and compiler (see
+    :func:`is_tracing`); everything else is ``nn.Linear``. Results equal ``nn.Linear`` to float rounding.
+
+    The copy belongs to the module: it is not a parameter or buffer (state dicts, ``deepcopy`` and pickling never
+    see it), ``train()`` and ``to()``/``half()``/``cuda()`` drop it, and it is remade from the weight whenever the
+    weight may have changed. Every use compares the weight's storage, version counter, shape and dtype with the
+    copy's, and an exact fingerprint of its values (:func:`_weight_fingerprint`), so fused optimizer steps and
+    writes through ``.data`` (which leave the version counter alone) are caught without the user's help. The
+    fingerprint is one read of the weight; it is skipped only where the owning model vouches that weights cannot
+    have changed since the last check (see :func:`trust_packed_weights`): later micro-batches of one call,
+    later feed-forward chunks of one forward, later decoding steps on the same cache. It costs the weights'
+    memory once more. ``cpu_weight_packing = False`` on an instance or the class switches it off.
     """
 
     cpu_weight_packing = True
-    max_rows_transposed = 32
+    _packed = None  # (weight key, weight fingerprint, packed weight)
+    _trust_token = None  # set by the owning model for one call: weights do not change while it is set
+    _verified_token = None  # the trust token under which the packed copy was last checked against the weight
+
+    @classmethod
+    def sharing(cls, linear: nn.Linear) -> "Tag2TextLinear":
+        """A Tag2TextLinear holding ``linear``'s own Parameter objects (nothing copied, same state-dict keys)."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new.train(linear.training)
+        return new
 
     def train(self, mode: bool = True):
-        _PACKED_WEIGHTS.pop(self, None)
+        self._packed = None
         return super().train(mode)
 
+    def _apply(self, fn, recurse=True):
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        for name in ("_packed", "_trust_token", "_verified_token"):
+            state.pop(name, None)
+        return state
+
     def forward(self, input):
-        if input.device.type != "cpu" or torch.is_grad_enabled() or input.numel() == 0:
+        if (not self.cpu_weight_packing or self.training or input.device.type != "cpu" or torch.is_grad_enabled()
+                or is_tracing(input, self.weight) or input.numel() == 0 or not torch.backends.mkldnn.is_available()):
             return nn.functional.linear(input, self.weight, self.bias)
         dtype = input.dtype
         if torch.is_autocast_enabled("cpu"):
             dtype = torch.get_autocast_dtype("cpu")
         elif self.weight.dtype != dtype:
             return nn.functional.linear(input, self.weight, self.bias)
-        if dtype in (torch.float32, torch.bfloat16) and self.cpu_weight_packing and _packing_available():
-            packed = self._packed_weight(dtype)
-            if packed is not None:
-                bias = None if self.bias is None else self.bias.to(dtype)
-                return torch.ops.mkldnn._linear_pointwise(input.to(dtype).contiguous(), packed, bias, "none", [], "")
-        if (dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-                or input.numel() > self.max_rows_transposed * input.shape[-1]):
+        if dtype not in (torch.float32, torch.bfloat16):
             return nn.functional.linear(input, self.weight, self.bias)
-        rows = input.reshape(-1, input.shape[-1]).t()
-        if self.bias is None:
-            output = self.weight @ rows
-        else:
-            output = torch.addmm(self.bias[:, None], self.weight, rows)
-        return output.t().reshape(*input.shape[:-1], self.out_features)
+        packed = self._packed_weight(dtype)
+        if packed is None:
+            return nn.functional.linear(input, self.weight, self.bias)
+        bias = None if self.bias is None else self.bias.to(dtype)
+        return torch.ops.mkldnn._linear_pointwise(input.to(dtype).contiguous(), packed, bias, "none", [], "")
 
     def _packed_weight(self, dtype):
         weight = self.weight
         try:
             version = weight._version
-        except RuntimeError:  # weights created under torch.inference_mode track no version: never cache them
+        except RuntimeError:  # weights made under torch.inference_mode track no version: never cache them
             return None
-        key = (weight.data_ptr(), version, tuple(weight.shape), dtype)
-        cached = _PACKED_WEIGHTS.get(self)
-        if cached is None or cached[0] != key:
-            cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None))
-            _PACKED_WEIGHTS[self] = cached
-        return cached[1]
+        key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride(), weight.dtype, dtype)
+        cached, token = self._packed, self._trust_token
+        if cached is not None and cached[0] == key:
+            if token is not None and self._verified_token is token:
+                return cached[2]
+            fingerprint = _weight_fingerprint(weight)
+            if torch.equal(fingerprint, cached[1]):
+                self._verified_token = token
+                return cached[2]
+        else:
+            fingerprint = _weight_fingerprint(weight)
+        self._packed = None  # free the stale copy before making the new one
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None)
+        self._packed = (key, fingerprint, packed)
+        self._verified_token = token
+        return packed
 
 
-def use_fast_cpu_linears(module: nn.Module) -> nn.Module:
-    """Give every plain ``nn.Linear`` inside ``module`` (e.g. transformers' vision tower) the CPU inference path
-    of :class:`Tag2TextLinear`. Only the class changes: parameters, state-dict keys and training behaviour stay
-    those of ``nn.Linear`` (``Tag2TextLinear`` adds no state of its own)."""
+def trust_packed_weights(module: nn.Module, token: object | None = None) -> list:
+    """Tell the Tag2TextLinears under ``module`` that weights do not change until :func:`end_packed_weight_trust` (the
+    owner's promise for one call): each checks its packed copy once under ``token`` and then trusts it.
+
+    An outer owner's token stays in place (one check per outermost call). Returns the linears to release.
+    """
+    if is_tracing():
+        return []
+    token = object() if token is None else token
+    taken = []
     for child in module.modules():
-        if type(child) is nn.Linear:
-            child.__class__ = Tag2TextLinear
+        if isinstance(child, Tag2TextLinear) and child._trust_token is None:
+            child._trust_token = token
+            taken.append(child)
+    return taken
+
+
+def end_packed_weight_trust(linears: list) -> None:
+    for linear in linears:
+        linear._trust_token = None
+
+
+def packed_linears(module: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.Linear`` inside ``module`` (e.g. transformers' vision tower, built by our model)
+    with a :class:`Tag2TextLinear` holding the same Parameters: state-dict keys, initialisation and training
+    behaviour stay those of ``nn.Linear``; CPU inference gets the packed path."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.Linear:
+                setattr(parent, name, Tag2TextLinear.sharing(child))
     return module
 
 
@@ -182,13 +217,14 @@ class Tag2TextTextEmbeddings(nn.Module):
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
+        limit = self.position_embeddings.num_embeddings
+        if position_ids is None and past_length + length > limit:
+            raise ValueError(f"sequence position {past_length + length - 1} exceeds max_position_embeddings={limit}")
         if position_ids is None:
             position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None, :]
-        if int(position_ids.max()) >= self.position_embeddings.num_embeddings:
-            raise ValueError(
-                f"sequence position {int(position_ids.max())} exceeds max_position_embeddings="
-                f"{self.position_embeddings.num_embeddings}"
-            )
+        elif not is_tracing(position_ids) and int(position_ids.max()) >= limit:
+            # Checked eagerly only: a traced graph cannot branch on values (the embedding lookup fails there).
+            raise ValueError(f"sequence position {int(position_ids.max())} exceeds max_position_embeddings={limit}")
         embeddings = inputs_embeds + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(embeddings))
 
@@ -297,6 +333,9 @@ class Tag2TextIntermediate(nn.Module):
 
 MODES = ("multimodal", "text", "tagging")
 
+# Feed-forward rows per chunk in CPU inference when text_config.chunk_size_feed_forward is None (the default).
+CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD = 512
+
 
 class Tag2TextLayer(GradientCheckpointingLayer):
     """Post-LN block: self-attention, cross-attention, feed-forward.
@@ -306,10 +345,9 @@ class Tag2TextLayer(GradientCheckpointingLayer):
     number of heads on the same weights.
     """
 
-    cpu_inference_rows_per_chunk = 512
-
     def __init__(self, config, cross_attention_width: int, layer_idx: int):
         super().__init__()
+        self.config = config
         self.attention = Tag2TextAttention(config, config.hidden_size, False, layer_idx)
         self.crossattention = Tag2TextAttention(config, cross_attention_width, True, layer_idx)
         self.intermediate = Tag2TextIntermediate(config)
@@ -344,20 +382,29 @@ class Tag2TextLayer(GradientCheckpointingLayer):
         return self._feed_forward(hidden_states), self_weights, cross_weights
 
     def _feed_forward(self, hidden_states):
-        """The feed-forward block; in CPU inference, a slice of rows at a time.
+        """The feed-forward block, ``chunk_size_feed_forward`` positions of the sequence at a time.
 
-        The tagging head runs it on 3,429 queries per image: whole, the 4x wider intermediate activation is
-        42 MB per image, fresh memory on every call (the operating system faults it in page by page) that is
-        written and read back from DRAM. In slices of ``cpu_inference_rows_per_chunk`` rows it stays in cache
-        (measured 7-10% faster for the head). Every row is computed on its own either way.
+        Every position is computed on its own either way (as transformers' ``apply_chunking_to_forward``; here
+        the last chunk may be shorter). ``None``, the default, means 512 in CPU inference and none otherwise:
+        the tagging head runs the block on 3,429 queries per image, whose 4x wider intermediate activation is
+        42 MB per image, fresh memory on every call written to and read back from DRAM; in 512-row slices it stays
+        in cache (measured 7-10% faster for the head in CPU inference).
         """
-        chunk = self.cpu_inference_rows_per_chunk
-        rows = hidden_states.numel() // hidden_states.shape[-1]
-        if not chunk or rows <= 2 * chunk or hidden_states.device.type != "cpu" or torch.is_grad_enabled():
-            return self.output(self.intermediate(hidden_states), hidden_states)
-        flat = hidden_states.reshape(rows, hidden_states.shape[-1])
-        pieces = [self.output(self.intermediate(piece), piece) for piece in flat.split(chunk)]
-        return torch.cat(pieces).view(*hidden_states.shape[:-1], -1)
+        chunk = self._chunk_size(hidden_states)
+        if not chunk or hidden_states.shape[1] <= chunk:
+            return self._feed_forward_chunk(hidden_states)
+        return torch.cat([self._feed_forward_chunk(piece) for piece in hidden_states.split(chunk, dim=1)], dim=1)
+
+    def _feed_forward_chunk(self, hidden_states):
+        return self.output(self.intermediate(hidden_states), hidden_states)
+
+    def _chunk_size(self, hidden_states) -> int:
+        configured = getattr(self.config, "chunk_size_feed_forward", None)
+        if configured is not None:
+            return configured
+        cpu_inference = (hidden_states.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+                         and not is_tracing(hidden_states))
+        return CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD if cpu_inference else 0
 
 
 class Tag2TextEncoder(nn.Module):
@@ -379,6 +426,16 @@ class Tag2TextEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ):
+        # One forward cannot change weights: packed copies are checked once, not again for each feed-forward chunk.
+        trusting = trust_packed_weights(self)
+        try:
+            return self._run_layers(hidden_states, attention_mask, encoder_hidden_states, cache, mode, num_heads,
+                                    num_layers, output_attentions, output_hidden_states)
+        finally:
+            end_packed_weight_trust(trusting)
+
+    def _run_layers(self, hidden_states, attention_mask, encoder_hidden_states, cache, mode, num_heads, num_layers,
+                    output_attentions, output_hidden_states):
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_self = () if output_attentions else None
         all_cross = () if output_attentions else None
@@ -479,13 +536,42 @@ class Tag2TextOnlyMLMHead(nn.Module):
 class Tag2TextTextDecoder(nn.Module):
     """Causal text decoder that cross-attends to the interaction encoder (``text_decoder`` in the original)."""
 
+    _generation = None  # (weak reference to the cache, trust token) of the generation in progress
+
     def __init__(self, config):
         super().__init__()
         self.bert = Tag2TextTextModel(config, cross_attention_width=config.hidden_size)
         self.cls = Tag2TextOnlyMLMHead(config)
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_generation", None)
+        return state
+
     def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, position_ids=None, cache=None,
                 output_attentions=False, output_hidden_states=False):
+        trusting = trust_packed_weights(self, self._generation_token(cache))
+        try:
+            return self._decode(input_ids, attention_mask, encoder_hidden_states, position_ids, cache,
+                                output_attentions, output_hidden_states)
+        finally:
+            end_packed_weight_trust(trusting)
+
+    def _generation_token(self, cache):
+        """The packed-weight trust token of this call: a generation's later steps (same cache, already filled)
+        reuse its first step's, so packed copies are checked once per generation, not at every step. The cache
+        holds keys and values made from the weights of those steps; weights changed in the middle of a
+        generation would leave it stale just the same."""
+        if is_tracing() or cache is None:
+            return None  # a fresh token (or none under tracing)
+        if cache.get_seq_length() > 0 and self._generation is not None and self._generation[0]() is cache:
+            return self._generation[1]
+        token = object()
+        self._generation = (weakref.ref(cache), token)
+        return token
+
+    def _decode(self, input_ids, attention_mask, encoder_hidden_states, position_ids, cache, output_attentions,
+                output_hidden_states):
         hidden, all_hidden, self_attn, cross_attn = self.bert(
             input_ids,
             attention_mask,

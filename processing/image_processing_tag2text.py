@@ -123,6 +123,7 @@ class Tag2TextImagesKwargs(TypedDict, total=False):
     size: int | dict | None
     resample: str | None
     do_rescale: bool | None
+    rescale_factor: float | None
     do_normalize: bool | None
     image_mean: list | tuple | None
     image_std: list | tuple | None
@@ -152,7 +153,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
     Args:
         size: output side in pixels (384 for the released model), or ``{"height": h, "width": w}``.
         resample: ``"bilinear"`` (released inference), ``"bicubic"``, ``"nearest"`` or ``"lanczos"``.
-        do_rescale: scale 8-bit values to [0, 1] (True).
+        do_rescale: multiply the 8-bit values by ``rescale_factor`` (True; 1/255 maps them to [0, 1]).
         do_normalize: subtract ``image_mean`` and divide by ``image_std`` (True).
         image_mean / image_std: normalisation (ImageNet for the released inference).
 
@@ -164,7 +165,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
     valid_kwargs = Tag2TextImagesKwargs
 
     def __init__(self, size: int = 384, resample: str = "bilinear", image_mean=None, image_std=None,
-                 do_rescale: bool = True, do_normalize: bool = True, **kwargs):
+                 do_rescale: bool = True, do_normalize: bool = True, rescale_factor: float = 1 / 255, **kwargs):
         super().__init__(**kwargs)
         if isinstance(size, dict):
             height, width = _side(size)
@@ -176,6 +177,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
         self.size = size
         self.resample = resample
         self.do_rescale = bool(do_rescale)
+        self.rescale_factor = float(rescale_factor)
         self.do_normalize = bool(do_normalize)
         self.image_mean = list(image_mean if image_mean is not None else IMAGENET_MEAN)
         self.image_std = list(image_std if image_std is not None else IMAGENET_STD)
@@ -195,7 +197,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
         return [to_rgb_image(item, index) for index, item in enumerate(images)]
 
     def pixel_array(self, image: Image.Image, size=None, resample=None, do_rescale=None, do_normalize=None,
-                    image_mean=None, image_std=None) -> np.ndarray:
+                    image_mean=None, image_std=None, rescale_factor=None) -> np.ndarray:
         """(3, height, width) float32 array of one RGB image; arguments left None take the attributes."""
         height, width = _side(self.size if size is None else size)
         resample = self.resample if resample is None else resample
@@ -204,7 +206,8 @@ class Tag2TextImageProcessor(BaseImageProcessor):
         resized = image.resize((width, height), resample=_RESAMPLE[resample])
         array = np.asarray(resized, dtype=np.float32)
         if self.do_rescale if do_rescale is None else do_rescale:
-            array = array / 255.0
+            factor = self.rescale_factor if rescale_factor is None else rescale_factor
+            array = array / np.float32(1.0 / factor)  # 1/255 divides by 255 exactly, as released
         if self.do_normalize if do_normalize is None else do_normalize:
             mean = np.asarray(self.image_mean if image_mean is None else image_mean, dtype=np.float32)
             std = np.asarray(self.image_std if image_std is None else image_std, dtype=np.float32)

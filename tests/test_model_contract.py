@@ -38,7 +38,7 @@ def test_generate_returns_decoder_attentions_and_hidden_states(model, pixel_valu
 def test_forward_honours_the_config_output_flags(model, processor, pixel_values):
     batch = processor(images=[tiny_factory.draw_image(s) for s in range(3)], text=["a cat"] * 3)
     plain = model(**batch)
-    assert plain.attentions is None and plain.hidden_states is None and plain.vision_model_output is None
+    assert plain.attentions is None and plain.hidden_states is None and plain.vision_hidden_states is None
     model.set_attn_implementation("eager")  # transformers allows config.output_attentions with eager only
     model.config.output_attentions = True
     model.config.output_hidden_states = True
@@ -49,9 +49,9 @@ def test_forward_honours_the_config_output_flags(model, processor, pixel_values)
     torch.testing.assert_close(flagged.logits, plain.logits)
     # the vision tower's own outputs, compared with the tower run on its own
     tower = model.vision_model(pixel_values=batch["pixel_values"], output_hidden_states=True, output_attentions=True)
-    vision = flagged.vision_model_output
-    assert len(vision.hidden_states) == len(tower.hidden_states)
-    for mine, reference in zip(vision.hidden_states + vision.attentions, tower.hidden_states + tower.attentions):
+    assert len(flagged.vision_hidden_states) == len(tower.hidden_states)
+    mine_all = flagged.vision_hidden_states + flagged.vision_attentions
+    for mine, reference in zip(mine_all, tower.hidden_states + tower.attentions):
         torch.testing.assert_close(mine, reference)
     model.config.output_attentions = False
     assert model(**batch).attentions is None
@@ -63,7 +63,7 @@ def test_base_model_reports_interaction_encoder_and_vision_outputs(config, pixel
     tags = processor.encode_tags([["cat"], ["dog"], ["sky"]])
     out = base(pixel_values, **tags, output_hidden_states=True, output_attentions=True)
     assert len(out.hidden_states) == config.text_config.num_hidden_layers + 1
-    assert out.vision_model_output.hidden_states is not None
+    assert out.vision_hidden_states is not None and out.vision_attentions is not None
     torch.testing.assert_close(out.image_embeds, base.get_image_embeddings(pixel_values))
 
 
@@ -243,3 +243,15 @@ def test_modeling_modules_import_neither_processing_nor_hub(name):
             assert not target.startswith(("processing", "hub", "training", "tag2text")), f"{name} imports {target}"
         elif isinstance(node, ast.Import):
             assert not any(alias.name.startswith("tag2text") for alias in node.names), name
+
+
+def test_one_text_conventions_module_serves_both_payloads():
+    """processing/text_conventions.py is a link to the package's module (the processor's Hub payload needs it
+    as its own sibling); the installed copies must be the same text."""
+    import tag2text.processing.text_conventions as for_processor
+    import tag2text.text_conventions as for_model
+
+    with open(for_processor.__file__, "rb") as a, open(for_model.__file__, "rb") as b:
+        assert a.read() == b.read()
+    assert for_processor.tag_text(["cat", " ", "fire hydrant"]) == "cat | fire hydrant"
+    assert for_model.split_tag_text("cat | fire hydrant |") == ["cat", "fire hydrant"]

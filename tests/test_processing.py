@@ -191,6 +191,8 @@ def test_image_options_take_effect(processor):
     np.testing.assert_allclose(raw[0].numpy(), expected.transpose(2, 0, 1), rtol=0, atol=1e-6)
     unscaled = processor(images=image, do_rescale=False, do_normalize=False, size=8)["pixel_values"]
     assert float(unscaled.max()) > 1.0
+    halved = processor(images=image, rescale_factor=1 / 127.5, do_normalize=False, size=8)["pixel_values"]
+    torch.testing.assert_close(halved, unscaled / 127.5)
 
 
 def test_return_tensors_and_unknown_arguments(processor):

@@ -11,7 +11,6 @@ import training_support as support
 from tag2text.training import LossWeights, Tag2TextCollator, Tag2TextTrainer
 from tag2text.training.losses import image_text_contrastive_loss, image_text_matching_loss, sample_hard_negatives
 from tag2text.training.model_setup import make_processor
-from tag2text.training.trainer import freeze_for_inactive_losses
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +75,18 @@ def _itc_by_hand(image_features, text_features, temperature):
     return (ce(sim) + ce(sim.T)) / 2
 
 
+def _image_features(model, embeds):
+    return torch.nn.functional.normalize(model.vision_proj(embeds[:, 0]), dim=-1)
+
+
+def _text_features(model, ids, mask):
+    hidden = model.text_encoder(ids, mask, mode="text")[0]
+    return torch.nn.functional.normalize(model.text_proj(hidden[:, 0]), dim=-1)
+
+
 def test_compute_loss_matches_independent_computations(setup, tmp_path):
     dataset, tag_list, tokenizer = setup
-    model = support.tiny_model(tokenizer, tag_list.names).eval()  # eval: no dropout, so passes are comparable
+    model = support.tiny_pretraining_model(tokenizer, tag_list.names).eval()  # eval: no dropout, so passes are comparable
     processor, batch = _batch(setup, model)
     # The prompt and the padding carry no LM loss.
     prompt = processor.prompt_length
@@ -91,12 +99,11 @@ def test_compute_loss_matches_independent_computations(setup, tmp_path):
         parts = trainer.last_loss_components
         embeds = model.get_image_embeddings(batch["pixel_values"])
         tag_logits = model.get_tag_logits(embeds)
-        out = model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "tag_input_ids",
-                                             "tag_attention_mask")})
-        image_features = model.get_image_features(image_embeds=embeds).pooler_output
-        text_features = model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"]).pooler_output
-        image_features = torch.nn.functional.normalize(image_features, dim=-1)
-        text_features = torch.nn.functional.normalize(text_features, dim=-1)
+        states = model.encode_tags(batch["tag_input_ids"], batch["tag_attention_mask"], embeds)[0]
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    encoder_hidden_states=states, use_cache=False)
+        image_features = _image_features(model, embeds)
+        text_features = _text_features(model, batch["text_input_ids"], batch["text_attention_mask"])
         temperature = float(model.logit_temperature)
     asl = _asl_by_hand(tag_logits.numpy(), batch["tag_labels"].numpy())
     lm = _lm_by_hand(out.logits.numpy(), batch["labels"].numpy())
@@ -177,10 +184,8 @@ def test_itm_pairs_each_text_with_another_image_and_each_image_with_another_text
     _, batch = _batch(setup, model, count=5)
     with torch.no_grad():
         embeds = model.get_image_embeddings(batch["pixel_values"])
-        image_features = model.get_image_features(image_embeds=embeds).pooler_output
-        text_features = model.get_text_features(batch["text_input_ids"], batch["text_attention_mask"]).pooler_output
-        con = image_text_contrastive_loss(torch.nn.functional.normalize(image_features, dim=-1),
-                                          torch.nn.functional.normalize(text_features, dim=-1),
+        con = image_text_contrastive_loss(_image_features(model, embeds),
+                                          _text_features(model, batch["text_input_ids"], batch["text_attention_mask"]),
                                           model.logit_temperature, sample_ids=batch["sample_ids"])
         ids = batch["text_input_ids"].clone()
         ids[:, 0] = model.config.text_config.enc_token_id
@@ -192,16 +197,44 @@ def test_itm_pairs_each_text_with_another_image_and_each_image_with_another_text
     assert out.labels.tolist() == [1] * 5 + [0] * 10
 
 
-@pytest.mark.parametrize("weights", ["tag=0", "itc=0", "itm=0", "lm=0", "lm=0,itm=0", "tag=0,lm=0,itm=0"])
-def test_every_trainable_parameter_gets_a_gradient(setup, tmp_path, weights):
-    """DDP without find_unused_parameters needs this for every combination of loss weights."""
+def test_every_parameter_gets_a_gradient_when_every_loss_is_on(setup, tmp_path):
+    """What DDP without find_unused_parameters (the Trainer's default under gradient checkpointing) needs."""
     dataset, tag_list, tokenizer = setup
-    model = support.tiny_model(tokenizer, tag_list.names).train()
-    parsed = LossWeights.parse(weights, tag_scale="batch")
-    frozen = freeze_for_inactive_losses(model, parsed)
+    model = support.tiny_pretraining_model(tokenizer, tag_list.names).train()
     _, batch = _batch(setup, model, count=4)
+    trainer = _trainer(model, tmp_path, loss_weights=LossWeights(tag_scale="batch"))
+    trainer.compute_loss(model, dict(batch)).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen
+
+
+# Modules that only the objective weighted 0 trains (besides what other objectives share).
+ONLY_TRAINED_BY = {
+    "tag=0": ("tagging_head.",),
+    "lm=0": ("text_decoder.",),
+    "itm=0": ("itm_head.",),
+    "itc=0": ("vision_proj.", "text_proj.", "alignment."),
+}
+
+
+@pytest.mark.parametrize("weights", sorted(ONLY_TRAINED_BY))
+def test_a_zero_weight_skips_its_objective(setup, tmp_path, weights):
+    dataset, tag_list, tokenizer = setup
+    model = support.tiny_pretraining_model(tokenizer, tag_list.names).train()
+    _, batch = _batch(setup, model, count=4)
+    parsed = LossWeights.parse(weights, tag_scale="batch")
     trainer = _trainer(model, tmp_path, loss_weights=parsed)
     trainer.compute_loss(model, dict(batch)).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert missing == []
-    assert frozen, "something should be frozen when a loss is off"
+    skipped = weights.split("=")[0]
+    assert skipped not in trainer.last_loss_components
+    assert set(trainer.last_loss_components) == {"tag", "lm", "itc", "itm"} - {skipped}
+    without = {n for n, p in model.named_parameters() if p.grad is None}
+    prefixes = ONLY_TRAINED_BY[weights]
+    assert without and all(n.startswith(prefixes) for n in without), sorted(without)[:5]
+    assert all(p.grad is None for n, p in model.named_parameters() if n.startswith(prefixes))
+
+
+def test_the_trainer_refuses_a_model_without_the_pretraining_forward(setup, tmp_path):
+    dataset, tag_list, tokenizer = setup
+    with pytest.raises(TypeError, match="Tag2TextForPreTraining"):
+        _trainer(support.tiny_model(tokenizer, tag_list.names), tmp_path)

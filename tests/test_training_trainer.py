@@ -284,12 +284,16 @@ def _row_loss(images, texts, start, stop):
     return (torch.nn.functional.cross_entropy(sim, targets) + torch.nn.functional.cross_entropy(sim_t, targets)) / 2
 
 
-@pytest.mark.parametrize("launcher", ["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", ["torchrun", "accelerate", "torchrun+checkpointing"])
 def test_two_gloo_processes_train_together_on_the_global_itc_batch(data, tmp_path, launcher):
+    """DDP with the Trainer's own defaults: find_unused_parameters on, or off under (non-reentrant, the
+    transformers default) activation checkpointing, where every parameter must get a gradient each step."""
     out = tmp_path / "ddp"
     argv = _train_argv(data, out, "--max-steps", "3", "--logging-steps", "1", "--save-strategy", "no",
                        "--ddp-backend", "gloo", "--no-augment")
-    if launcher == "torchrun":
+    if launcher.endswith("+checkpointing"):
+        argv.append("--activation-checkpointing")
+    if launcher.startswith("torchrun"):
         command = [support.PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                    str(_free_port()), "-m", "tag2text.hub.cli", *argv]
     else:

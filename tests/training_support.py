@@ -83,6 +83,16 @@ def tiny_model(tokenizer, tag_names, seed: int = 0):
     return Tag2TextForCaptioning(config)
 
 
+def tiny_pretraining_model(tokenizer, tag_names, seed: int = 0):
+    """The weights of :func:`tiny_model` in a Tag2TextForPreTraining (what the trainer trains)."""
+    from tag2text.modeling_tag2text_pretraining import Tag2TextForPreTraining
+
+    captioning = tiny_model(tokenizer, tag_names, seed)
+    model = Tag2TextForPreTraining(captioning.config)
+    model.load_state_dict(captioning.state_dict())
+    return model
+
+
 def subprocess_env() -> dict:
     env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",

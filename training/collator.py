@@ -37,7 +37,8 @@ class Tag2TextCollator:
     Records hold ``image``, ``captions``, ``tag_ids``, ``caption_tag_ids``, ``index`` and ``image_id`` (see
     :mod:`.data`). A batch holds the processor's ``pixel_values``, ``input_ids``, ``attention_mask``,
     ``labels``, ``tag_input_ids``, ``tag_attention_mask``, plus ``tag_labels`` (multi-hot), the alignment text
-    ``text_input_ids``/``text_attention_mask`` (``[CLS] caption [SEP]``, no prompt, for ITC and ITM),
+    of the processor's ``encode_alignment_text`` (``text_input_ids`` ``[CLS] caption [SEP]`` for ITC,
+    ``itm_input_ids`` with ``[ENC]`` first for ITM, ``text_attention_mask``; no prompt),
     ``sample_ids`` (ITC positives) and ``image_load_failures`` (count in row 0, summed by the trainer; a
     per-row tensor so that accelerate can split a dispatched batch).
     """
@@ -100,11 +101,7 @@ class Tag2TextCollator:
             if ids:
                 tag_labels[row, ids] = 1.0
         batch["tag_labels"] = tag_labels
-        text = self.processor.encode_captions(captions, add_prompt=False)
-        text_ids = text["input_ids"].clone()
-        text_ids[:, 0] = self.processor.tokenizer.cls_token_id  # the processor puts [DEC] there
-        batch["text_input_ids"] = text_ids
-        batch["text_attention_mask"] = text["attention_mask"]
+        batch.update(self.processor.encode_alignment_text(captions))
         batch["sample_ids"] = torch.tensor(sample_ids, dtype=torch.long)
         failures = torch.zeros(len(images), dtype=torch.long)
         failures[0] = failed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import string
 from collections import Counter
 from pathlib import Path
 
@@ -19,24 +20,29 @@ import torch
 from .. import (
     PRESETS,
     Tag2TextConfig,
-    Tag2TextForCaptioning,
     Tag2TextImageProcessor,
     Tag2TextProcessor,
     build_tokenizer,
     preset_config,
 )
+from ..modeling_tag2text_pretraining import Tag2TextForPreTraining
 from .tag_mining import TagList
 
 logger = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FROM_CAPTIONS = "from-captions"
+# Enough for the captions of tens of thousands of images at a small model's cost (the decoder's output layer
+# is vocabulary x hidden); words seen once are spelled in pieces rather than given their own row.
+WORDPIECE_VOCAB_SIZE = 8192
+WORDPIECE_MIN_FREQUENCY = 2
 _WORD = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 
 
 def write_caption_vocabulary(texts, path: str | os.PathLike, min_count: int = 1) -> Path:
     """A whole-word BERT vocabulary (``vocab.txt``) covering ``texts``: special tokens, then every lower-cased
-    word and punctuation mark seen at least ``min_count`` times. For small models trained from scratch."""
+    word and punctuation mark seen at least ``min_count`` times. Every word outside it becomes [UNK]; the
+    default from-captions tokenizer is :func:`train_caption_wordpiece`, which falls back to word pieces."""
     counts = Counter(token for text in texts for token in _WORD.findall(str(text).lower()))
     words = sorted(w for w, n in counts.items() if n >= min_count)
     path = Path(path)
@@ -45,16 +51,55 @@ def write_caption_vocabulary(texts, path: str | os.PathLike, min_count: int = 1)
     return path
 
 
-def load_tokenizer(source: str | None, init_from: str | None, vocabulary_texts=None, work_dir=None):
-    if source == FROM_CAPTIONS:
-        if vocabulary_texts is None:
-            raise ValueError("--tokenizer from-captions needs training captions")
-        path = write_caption_vocabulary(vocabulary_texts, Path(work_dir or ".") / "vocab.txt")
-        logger.info("built a %d-token vocabulary from the training captions", len(path.read_text().splitlines()))
-        return build_tokenizer(path)
+def train_caption_wordpiece(texts, path: str | os.PathLike, required=(), vocab_size: int = WORDPIECE_VOCAB_SIZE,
+                            min_frequency: int = WORDPIECE_MIN_FREQUENCY) -> Path:
+    """Train a lower-casing BERT WordPiece vocabulary on ``texts`` with the ``tokenizers`` library and write it
+    as ``vocab.txt`` (special tokens first, the ids BERT uses).
+
+    Words seen at least ``min_frequency`` times become whole tokens as long as ``vocab_size`` allows; rarer
+    and unseen words are spelled in pieces (every character seen is in the vocabulary), so captions and tag
+    names outside the training captions still tokenize without [UNK]. ``required`` texts (the decoder
+    prompt, tag names, the tag separator) are counted often enough to become whole tokens.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=None, clean_text=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=int(vocab_size), min_frequency=int(min_frequency),
+                                        special_tokens=list(SPECIAL_TOKENS), continuing_subword_prefix="##",
+                                        show_progress=False)
+    corpus = [str(t) for t in texts] + [str(t) for t in required] * max(int(min_frequency), 1)
+    tokenizer.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
+    tokens = [token for token, _ in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])]
+    # WordPiece turns a whole word into [UNK] when one of its characters has no piece; the trainer makes a
+    # "##c" continuation piece only for characters it saw inside words. Every character seen, and every ASCII
+    # letter and digit, gets both forms, so an unseen word is always spelled in pieces.
+    present = set(tokens)
+    characters = {t for t in tokens if len(t) == 1} | set(string.ascii_lowercase + string.digits)
+    tokens += sorted({c for c in characters if c not in present} | {f"##{c}" for c in characters} - present)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def load_tokenizer(source: str | None, init_from: str | None, vocabulary_texts=None, work_dir=None, required=()):
+    """The tokenizer of a run: ``source`` (a vocab.txt, tokenizer directory or Hub id), or one trained on the
+    training captions (``source`` is ``from-captions``, or None for a new model), or None with ``init_from``
+    (the initial model's processor brings its own). ``required``: texts the trained vocabulary must hold."""
     if source is None and init_from is not None:
         return None  # the processor of the initial model brings its tokenizer
-    return build_tokenizer(source or "bert-base-uncased")
+    if source in (None, FROM_CAPTIONS):
+        if vocabulary_texts is None:
+            raise ValueError("a tokenizer trained on the captions needs map-style training data with captions")
+        path = train_caption_wordpiece(vocabulary_texts, Path(work_dir or ".") / "vocab.txt", required=required)
+        count = len(path.read_text(encoding="utf-8").splitlines())
+        logger.info("%s: trained a %d-token WordPiece vocabulary on %d training captions (%s)",
+                    "no --tokenizer given" if source is None else "--tokenizer from-captions", count,
+                    len(vocabulary_texts), path)
+        return build_tokenizer(path)
+    return build_tokenizer(source)
 
 
 def make_processor(tokenizer, config: Tag2TextConfig) -> Tag2TextProcessor:
@@ -97,40 +142,70 @@ def new_config(name_or_path: str, tag_list: TagList, tokenizer, image_size: int 
     return config
 
 
+def name_embedding(model, tokenizer, name: str) -> torch.Tensor:
+    """Mean of the model's own text word embeddings (the interaction encoder's, which reads the tag text) over
+    the word pieces of ``name``: the start of a new tag's label query."""
+    ids = tokenizer(name, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"tag {name!r} has no word pieces in the tokenizer")
+    if all(i == tokenizer.unk_token_id for i in ids):
+        logger.warning("tag %r is [UNK] to the tokenizer: its label query starts from the [UNK] embedding", name)
+    table = model.text_encoder.embeddings.word_embeddings.weight
+    return table[torch.tensor(ids, device=table.device)].mean(dim=0)
+
+
 @torch.no_grad()
-def replace_tag_vocabulary(model, tag_names: list[str], tokenizer) -> int:
-    """Rebuild the tagging head for ``tag_names``; rows of tags whose name is in both lists are copied.
-    Returns how many tags were carried over. Per-class thresholds and excluded tags are reset."""
+def replace_tag_vocabulary(model, tag_names: list[str], tokenizer) -> dict:
+    """Rebuild the tagging head for ``tag_names``.
+
+    A tag whose name is in both lists keeps its label query, classifier row and bias (copied exactly), its
+    per-class threshold and whether captions exclude it. A new tag's label query starts from the mean of the
+    model's text word embeddings of its name (a random or zero query is known to fail for this head); its
+    classifier row and bias get the head's standard initialisation. Returns ``{"kept": [...], "new": [...]}``.
+    """
     old = {}
     for index, name in enumerate(model.config.tag_names):
         old.setdefault(name, index)
     head = model.tagging_head
     hidden = head.label_embed.weight.shape[1]
-    new_embed = torch.nn.Embedding(len(tag_names), hidden).to(head.label_embed.weight)
+    new_queries = torch.empty(len(tag_names), hidden).to(head.label_embed.weight)
     new_weight = torch.empty(len(tag_names), hidden).to(head.classifier_weight)
     new_bias = torch.empty(len(tag_names)).to(head.classifier_bias)
-    torch.nn.init.normal_(new_embed.weight)
-    bound = 1.0 / hidden ** 0.5
+    bound = 1.0 / hidden ** 0.5  # the head's own initialisation (see Tag2TextPreTrainedModel._init_weights)
     torch.nn.init.uniform_(new_weight, -bound, bound)
     torch.nn.init.uniform_(new_bias, -bound, bound)
-    kept = 0
+    config = model.config
+    old_thresholds = config.tag_thresholds
+    old_excluded = set(config.caption_excluded_tag_ids)
+    thresholds, excluded, kept, added = {}, [], [], []
     for index, name in enumerate(tag_names):
         if name in old:
-            new_embed.weight[index] = head.label_embed.weight[old[name]]
-            new_weight[index] = head.classifier_weight[old[name]]
-            new_bias[index] = head.classifier_bias[old[name]]
-            kept += 1
-    head.label_embed.weight = torch.nn.Parameter(new_embed.weight)
+            source = old[name]
+            new_queries[index] = head.label_embed.weight[source]
+            new_weight[index] = head.classifier_weight[source]
+            new_bias[index] = head.classifier_bias[source]
+            if source in old_thresholds:
+                thresholds[index] = old_thresholds[source]
+            if source in old_excluded:
+                excluded.append(index)
+            kept.append(name)
+        else:
+            new_queries[index] = name_embedding(model, tokenizer, name).to(new_queries)
+            added.append(name)
+    head.label_embed.weight = torch.nn.Parameter(new_queries)
     head.label_embed.num_embeddings = len(tag_names)
     head.classifier_weight = torch.nn.Parameter(new_weight)
     head.classifier_bias = torch.nn.Parameter(new_bias)
-    config = model.config
-    config.tag_thresholds = {}
-    config.caption_excluded_tag_ids = []
     config.tag_names = [str(n) for n in tag_names]
+    config.tag_thresholds = thresholds
+    config.caption_excluded_tag_ids = sorted(excluded)
     config.set_tag_vocabulary(tokenizer=tokenizer)
-    logger.info("new tag list of %d tags; %d carried over from the initial model", len(tag_names), kept)
-    return kept
+    config._validate()
+    dropped = len(set(old) - set(tag_names))
+    logger.info("new tag list of %d tags: %d kept from the initial model (weights and thresholds), %d new "
+                "(label queries from the word embeddings of their names), %d of the model's tags dropped",
+                len(tag_names), len(kept), len(added), dropped)
+    return {"kept": kept, "new": added}
 
 
 def _sincos_2d(side: int, width: int) -> torch.Tensor:
@@ -175,9 +250,12 @@ def scratch_init(model) -> list[str]:
 
 
 def build_model_and_processor(model_args, tag_list: TagList | None, tokenizer=None):
-    """(model, processor) for a run. ``tag_list`` None keeps the ``--init-from`` model's tags."""
+    """(model, processor) for a run. ``tag_list`` None keeps the ``--init-from`` model's tags.
+
+    The model is a :class:`~tag2text.modeling_tag2text_pretraining.Tag2TextForPreTraining`: the captioning
+    model's weights with the four training losses in its forward; it saves as a ``Tag2TextForCaptioning``."""
     if model_args.init_from:
-        model = Tag2TextForCaptioning.from_pretrained(model_args.init_from)
+        model = Tag2TextForPreTraining.from_pretrained(model_args.init_from)
         if tokenizer is None:
             processor = Tag2TextProcessor.from_pretrained(model_args.init_from)
             tokenizer = processor.tokenizer
@@ -194,7 +272,7 @@ def build_model_and_processor(model_args, tag_list: TagList | None, tokenizer=No
         if tokenizer is None:
             raise ValueError("a new model needs a tokenizer")
         config = new_config(model_args.model_config, tag_list, tokenizer, model_args.image_size)
-        model = Tag2TextForCaptioning(config)
+        model = Tag2TextForPreTraining(config)
         if getattr(model_args, "scratch_init", False):
             scratch_init(model)
         processor = make_processor(tokenizer, config)

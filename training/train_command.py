@@ -2,13 +2,19 @@
 
 Examples::
 
-    tag2text train --train-dir data/train --eval-dir data/val --output-dir runs/t2t \\
-        --model-config tiny --tokenizer from-captions --max-steps 2000 --per-device-train-batch-size 32
+    tag2text train --train-dir data/train --output-dir runs/t2t --model-config small --max-steps 1500
+    tag2text train --train-dir data/train --eval-dir data/val --output-dir runs/ft --init-from MODEL_DIR
     torchrun --nproc_per_node 2 -m tag2text.hub.cli train ... --use-cpu --ddp-backend gloo
     tag2text train ... --resume-from-checkpoint last        # or a checkpoint-N directory
 
 The output directory holds the model (``from_pretrained``), its processor, ``tag_list.txt``,
 ``train_summary.json`` and, with evaluation data, ``eval_results.json``.
+
+A new model without ``--tokenizer`` gets a WordPiece vocabulary trained on the training captions; training
+options the user leaves unset that depend on the start (learning rate, schedule, loss weights, batch size)
+are chosen by :func:`.arguments.run_defaults` and logged. Without ``--eval-dir`` a few percent of the
+training images are held out (chosen by ``--seed``) and the per-tag thresholds are calibrated on them after
+training. Every option is checked before data or model is read (:func:`check_arguments`).
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import math
 import os
 from pathlib import Path
 
-from .arguments import add_dataclass_arguments, dataclasses_from_namespace
+from ..hub.cli_args import UsageError
+from .arguments import add_arguments as _add_training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +36,7 @@ EXIT_NON_FINITE = 3
 
 
 def add_arguments(parser) -> None:
-    add_dataclass_arguments(parser)
+    _add_training_arguments(parser)
 
 
 @dataclasses.dataclass
@@ -46,6 +53,10 @@ class TrainingSetup:
     model_args: object
     data_args: object
     training_args: object
+    holdout_dataset: object = None
+    holdout: dict | None = None  # how the held-out part was chosen, or why there is none
+    tokenizer_source: str | None = None
+    defaults_chosen: dict | None = None
 
 
 def _resume_value(value):
@@ -114,16 +125,24 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
             eval_dataset = _load_data(data_args.eval_dir, resolver, data_args.eval_image_root, data_args,
                                       training_args, train=False)
     tag_list = resolver.tag_list
+    holdout_dataset, holdout = None, None
+    if eval_dataset is None:
+        train_dataset, holdout_dataset, holdout = split_holdout(train_dataset, data_args, training_args.seed)
 
     tokenizer = None
+    trains_tokenizer = model_args.tokenizer == FROM_CAPTIONS or (model_args.tokenizer is None
+                                                                  and not model_args.init_from)
     with training_args.main_process_first(desc="building the tokenizer"):
-        texts = None
-        if model_args.tokenizer == FROM_CAPTIONS:
-            # The decoder prompt ("a picture of") must be spelled with real tokens too, not [UNK].
-            texts = _captions_of(train_dataset) + list(tag_list.names) + [Tag2TextConfig().prompt]
+        texts = required = None
+        if trains_tokenizer:
             if isinstance(train_dataset, WebDatasetSource):
-                raise ValueError("--tokenizer from-captions needs map-style training data, not webdataset shards")
-        tokenizer = load_tokenizer(model_args.tokenizer, model_args.init_from, texts, work_dir=output)
+                raise UsageError("webdataset shards cannot train a tokenizer from their captions: give --tokenizer "
+                                 "(a vocab.txt or tokenizer directory)")
+            texts = _captions_of(train_dataset)
+            # The decoder prompt ("a picture of"), the tag names and the separator must be real tokens, not [UNK].
+            required = list(tag_list.names) + [Tag2TextConfig().prompt, Tag2TextConfig().tag_separator.strip()]
+        tokenizer = load_tokenizer(model_args.tokenizer, model_args.init_from, texts, work_dir=output,
+                                   required=required)
     # Seed before the model is built: its random initialisation must be the same in every run (and every
     # process) with the same --seed, or a resumed or distributed run starts from other weights.
     from transformers import set_seed
@@ -141,7 +160,8 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         logger.info("streamed data: %d samples -> max_steps=%d", train_dataset.num_samples, training_args.max_steps)
 
     image_size = int(model.config.vision_config.image_size)
-    augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if data_args.augment else None
+    augment = data_args.augment if data_args.augment is not None else bool(model_args.init_from)
+    augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if augment else None
     collator = Tag2TextCollator(processor, model.config.tag_names, augmentation=augmentation,
                                 shuffle_tags=data_args.shuffle_tags,
                                 excluded_tag_ids=model.config.caption_excluded_tag_ids,
@@ -169,20 +189,66 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         callbacks=[EpochCallback(collator, train_dataset if isinstance(train_dataset, WebDatasetSource) else None),
                    *callbacks],
     )
+    source = ("trained on the training captions (WordPiece)" if trains_tokenizer
+              else model_args.tokenizer or f"the --init-from model's ({model_args.init_from})")
     return TrainingSetup(trainer, model, processor, collator, train_dataset, eval_dataset, tag_list, model_args,
-                         data_args, training_args)
+                         data_args, training_args, holdout_dataset=holdout_dataset, holdout=holdout,
+                         tokenizer_source=source)
+
+
+def split_holdout(train_dataset, data_args, seed: int):
+    """(training part, held-out part or None, description) of map-style training data: ``--holdout-fraction``
+    of the images (at least ``--holdout-min``), drawn by ``seed``; none when that would take over a quarter of
+    the data, or for streamed shards."""
+    from .webdataset import WebDatasetSource
+
+    fraction = float(data_args.holdout_fraction)
+    if fraction <= 0:
+        return train_dataset, None, {"images": 0, "reason": "--holdout-fraction 0"}
+    if isinstance(train_dataset, WebDatasetSource) or not hasattr(train_dataset, "select"):
+        logger.warning("no --eval-dir and streamed training data: nothing held out, tag thresholds not calibrated")
+        return train_dataset, None, {"images": 0, "reason": "streamed (webdataset) training data"}
+    import numpy as np
+
+    total = len(train_dataset)
+    count = max(math.ceil(fraction * total), int(data_args.holdout_min))
+    if total < 4 * count:
+        logger.warning("no --eval-dir and only %d training images (holding out %d needs at least %d): nothing held "
+                       "out, tag thresholds not calibrated", total, count, 4 * count)
+        return train_dataset, None, {"images": 0, "reason": f"only {total} training images (needs {4 * count})"}
+    order = np.random.default_rng(seed).permutation(total)
+    held = sorted(int(i) for i in order[:count])
+    kept = sorted(int(i) for i in order[count:])
+    logger.info("no --eval-dir: holding out %d of %d training images (%.0f%%, seed %d) to calibrate the tag "
+                "thresholds after training", count, total, 100 * count / total, seed)
+    description = {"images": count, "of": total, "fraction": round(count / total, 4), "seed": int(seed),
+                   "indices": held}
+    return train_dataset.select(kept), train_dataset.select(held), description
 
 
 def run_training(setup: TrainingSetup) -> dict:
     """Train (resuming if asked), save the final model, evaluate; returns the summary."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     trainer, args = setup.trainer, setup.training_args
-    result = trainer.train(resume_from_checkpoint=_resume_value(args.resume_from_checkpoint))
-    if getattr(setup.data_args, "calibrate_thresholds", False):
+    with logging_redirect_tqdm():  # log lines during training go above the progress bar, not glued onto it
+        result = trainer.train(resume_from_checkpoint=_resume_value(args.resume_from_checkpoint))
+    calibration = None
+    if setup.holdout_dataset is not None:
+        calibration = calibrate_on_holdout(setup)
+    elif getattr(setup.data_args, "calibrate_thresholds", False):
         calibrate_thresholds(setup)
+        calibration = {"split": "--eval-dir", "num_thresholds": len(setup.model.config.tag_thresholds)}
     trainer.save_model(args.output_dir)
     trainer.save_state()  # trainer_state.json with the log history beside the model
     summary = trainer.run_summary()
+    planned = trainer.state.max_steps
     summary.update({"train_metrics": result.metrics, "num_tags": len(setup.tag_list),
+                    "planned_steps": planned, "stopped_early": trainer.state.global_step < planned,
+                    "tokenizer": setup.tokenizer_source, "vocabulary_size": len(setup.processor.tokenizer),
+                    "defaults_chosen": setup.defaults_chosen or {},
+                    "holdout": setup.holdout,  # with the indices of the held-out images in --train-dir
+                    "threshold_calibration": calibration,
                     "image_load_failures_detail": setup.collator.image_loader.summary()})
     if setup.eval_dataset is not None:
         metrics = trainer.evaluate()
@@ -205,19 +271,108 @@ def calibrate_thresholds(setup: TrainingSetup, records=None) -> dict:
                                   max_samples=setup.data_args.max_eval_samples, progress=False)
     model = setup.trainer.accelerator.unwrap_model(setup.trainer.model)
     was_training = model.training
+    earlier = dict(model.config.tag_thresholds)
     thresholds = evaluator.calibrate_thresholds(model, records)
+    # A tag without a positive image in ``records`` keeps the threshold it had (e.g. carried over from the
+    # --init-from model) instead of falling back to the global one.
+    model.config.tag_thresholds = {**earlier, **thresholds}
     model.train(was_training)
     return thresholds
 
 
+def calibrate_on_holdout(setup: TrainingSetup) -> dict:
+    """Calibrate the per-tag thresholds on the held-out training images; returns what to report (thresholds by
+    tag name, and the held-out tag F1 at the config's threshold and calibrated; the latter is measured on the
+    images it was fitted on, so it is optimistic)."""
+    import numpy as np
+
+    from .evaluation import Tag2TextEvaluator
+    from .scoring import tagging_scores
+
+    model = setup.trainer.accelerator.unwrap_model(setup.trainer.model)
+    was_training = model.training
+    evaluator = Tag2TextEvaluator(setup.processor, batch_size=setup.training_args.per_device_eval_batch_size,
+                                  progress=False)
+    probs, labels = evaluator.tag_probabilities(model, setup.holdout_dataset)
+    before = tagging_scores(probs, labels, np.asarray(model.config.threshold_list()))
+    thresholds = calibrate_thresholds(setup, records=setup.holdout_dataset)
+    after = tagging_scores(probs, labels, np.asarray(model.config.threshold_list()))
+    model.train(was_training)
+    names = model.config.tag_names
+    report = {
+        "split": f"held-out {setup.holdout['images']} of {setup.holdout['of']} --train-dir images",
+        "num_thresholds": len(thresholds),
+        "thresholds": {names[i]: round(float(t), 4) for i, t in sorted(thresholds.items())},
+        "holdout_tag_OF1_at_global_threshold": before["tag_OF1"], "holdout_tag_CF1_at_global_threshold": before["tag_CF1"],
+        "holdout_tag_OF1_calibrated": after["tag_OF1"], "holdout_tag_CF1_calibrated": after["tag_CF1"],
+        "holdout_tag_mAP": after["tag_mAP"],
+    }
+    logger.info("calibrated %d tag thresholds on %s: held-out tag F1 %.1f at %.2f, %.1f calibrated (fitted there)",
+                len(thresholds), report["split"], before["tag_OF1"], model.config.tag_threshold, after["tag_OF1"])
+    return report
+
+
+def check_arguments(args) -> None:
+    """Checks of the parsed options against the file system, before any data or model is read; raises
+    :class:`UsageError` naming the option and the value."""
+    from ..configuration_tag2text import PRESETS  # the configuration module imports no torch
+
+    if not getattr(args, "train_dir", None):
+        raise UsageError("--train-dir is required")
+    output_dir = getattr(args, "output_dir", None)
+    if not output_dir:
+        raise UsageError("--output-dir is required")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output-dir {output_dir}: exists and is not a directory")
+    for option in ("train_dir", "eval_dir"):
+        value = getattr(args, option, None)
+        if value and not any(ch in value for ch in "*?{") and not value.endswith(".tar") and not os.path.exists(value):
+            raise UsageError(f"--{option.replace('_', '-')} {value}: no such directory or file")
+    if args.tag_list and not os.path.isfile(args.tag_list):
+        raise UsageError(f"--tag-list {args.tag_list}: no such file")
+    if args.init_from:
+        from ..hub.model_source import ModelSourceError, resolve_model_source
+
+        try:  # a missing local path fails here, at once; a repo id is left to from_pretrained
+            resolve_model_source(args.init_from, option="--init-from")
+        except ModelSourceError as error:
+            raise UsageError(str(error)) from None
+    elif args.model_config not in PRESETS and not os.path.isfile(args.model_config):
+        raise UsageError(f"--model-config {args.model_config}: neither a preset ({', '.join(sorted(PRESETS))}) "
+                         "nor a config.json file")
+    if args.tokenizer and args.tokenizer != "from-captions":
+        from ..processing.source_check import missing_local_source
+
+        if missing_local_source(args.tokenizer, allow_bare_name=True):
+            raise UsageError(f"--tokenizer {args.tokenizer}: no such vocab.txt or tokenizer directory")
+    resume = getattr(args, "resume_from_checkpoint", None)
+    if resume and str(resume).lower() not in ("true", "last", "latest") and not os.path.isdir(resume):
+        raise UsageError(f"--resume-from-checkpoint {resume}: no such checkpoint directory")
+    weights = getattr(args, "loss_weights", None)
+    if weights is not None:
+        from .losses import LossWeights
+
+        try:
+            LossWeights.parse(weights, "batch")
+        except ValueError as error:
+            raise UsageError(f"--loss-weights {weights}: {error}") from None
+
+
 def run(args) -> int:
+    from .arguments import dataclasses_from_namespace
     from .data import DataFormatError
     from .images import BadImageError
     from .trainer import NonFiniteLossError
 
-    model_args, data_args, training_args = dataclasses_from_namespace(args)
+    check_arguments(args)
+    model_args, data_args, training_args, chosen = dataclasses_from_namespace(args)
+    if chosen:
+        logger.info("%s: defaults for the options not given: %s",
+                    "fine-tuning --init-from" if model_args.init_from else "training a new model from scratch",
+                    ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in chosen.items()))
     try:
         setup = prepare_training(model_args, data_args, training_args)
+        setup.defaults_chosen = chosen
         summary = run_training(setup)
     except NonFiniteLossError as error:
         logger.error("%s", error)
@@ -225,5 +380,8 @@ def run(args) -> int:
     except (DataFormatError, BadImageError, FileNotFoundError) as error:
         logger.error("%s", error)
         return EXIT_BAD_INPUT
-    logger.info("trained %d steps; model saved in %s", summary["global_step"], training_args.output_dir)
+    if summary["stopped_early"]:
+        logger.warning("training stopped early: %d of %d planned steps", summary["global_step"], summary["planned_steps"])
+    logger.info("trained %d of %d planned steps; model saved in %s", summary["global_step"], summary["planned_steps"],
+                training_args.output_dir)
     return 0

@@ -1,11 +1,10 @@
-"""Tag2TextTrainer: a transformers Trainer whose loss combines tagging, captioning (LM), ITC and ITM.
+"""Tag2TextTrainer: a transformers Trainer whose loss is the weighted sum of tagging, captioning (LM), ITC and ITM.
 
-* Tagging (asymmetric loss, gamma_neg 7, gamma_pos 0, clip 0.05, summed) and the label-smoothed LM loss come
-  from the model's forward, run through the (possibly DDP-wrapped) model so that gradients synchronise.
-* ITC and ITM (:mod:`.losses`) use the unwrapped model's ``get_image_features``/``get_text_features``/
-  ``get_itm_logits``; DDP still averages their gradients because its hooks sit on the parameters. This needs
-  ``ddp_find_unused_parameters=False`` (the default set here) and every trainable parameter to get a gradient
-  every step, so modules that serve only objectives weighted 0 are frozen (:func:`freeze_for_inactive_losses`).
+* The model is a :class:`~tag2text.modeling_tag2text_pretraining.Tag2TextForPreTraining`: its forward computes
+  the four losses (ITC gathered across processes with gradients, ITM hard negatives drawn inside) and their
+  weighted sum with :class:`~.losses.LossWeights`; ``compute_loss`` returns that sum. Everything runs inside the
+  (possibly DDP-wrapped) forward, so DDP's own defaults apply: no parameter is frozen by name and
+  ``ddp_find_unused_parameters``/gradient checkpointing keep the Trainer's defaults.
 * Each component is logged (``loss_tag``, ``loss_lm``, ``loss_itc``, ``loss_itm``; ``eval_loss_*`` in
   evaluation) averaged over the steps since the last log and over the processes.
 * A NaN or infinite component stops training: a checkpoint of the last finite weights is saved, then
@@ -14,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -22,13 +22,10 @@ from collections import defaultdict
 import torch
 from transformers import Trainer, TrainerCallback
 
-from .losses import LOSS_COMPONENTS, LossWeights, distributed_world, image_text_contrastive_loss, \
-    image_text_matching_loss
+from ..modeling_tag2text_pretraining import Tag2TextForPreTraining
+from .losses import LOSS_COMPONENTS, LossWeights, distributed_world
 
 logger = logging.getLogger(__name__)
-
-# Inputs the collator adds for the trainer, not for the model's forward.
-TRAINER_ONLY_KEYS = ("text_input_ids", "text_attention_mask", "sample_ids", "image_load_failures")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,51 +52,6 @@ class EpochCallback(TrainerCallback):
         return control
 
 
-def _trained_by_active_losses(name: str, weights: LossWeights, tagging_layers: int) -> bool:
-    """Whether an active objective sends a gradient to parameter ``name`` (see the modes of the encoder)."""
-    tag, lm, itc, itm = (weights.active(k) for k in LOSS_COMPONENTS)
-    if name.startswith("tagging_head."):
-        return tag
-    if name.startswith(("vision_proj.", "text_proj.", "alignment.")):
-        return itc
-    if name.startswith("itm_head."):
-        return itm
-    if name.startswith("text_decoder."):
-        return lm
-    if name.startswith("text_encoder.") and not (lm or itm):
-        # Without a multimodal pass the encoder runs only as the tagging head (cross-attention and feed-forward
-        # of its first layers) and as ITC's text encoder (embeddings, self-attention, feed-forward).
-        parts = name.split(".")
-        if parts[1] == "embeddings":
-            return itc
-        if parts[1] == "encoder" and parts[2] == "layer":
-            in_tagging = tag and int(parts[3]) < tagging_layers
-            if parts[4] == "attention":
-                return itc
-            if parts[4] == "crossattention":
-                return in_tagging
-            return itc or in_tagging
-    return True
-
-
-def freeze_for_inactive_losses(model, weights: LossWeights) -> list[str]:
-    """Freeze the parameters that only objectives with weight 0 would train; returns their names.
-
-    Under DDP without ``find_unused_parameters`` a trainable parameter that gets no gradient stalls the
-    gradient reduction, and ``find_unused_parameters=True`` cannot see the ITC/ITM computation (it runs
-    outside the wrapped forward). Freezing what no active loss reaches avoids both.
-    """
-    tagging_layers = model.config.tagging_config.num_hidden_layers
-    frozen = []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad and not _trained_by_active_losses(name, weights, tagging_layers):
-            parameter.requires_grad_(False)
-            frozen.append(name)
-    if frozen:
-        logger.info("froze %d parameter tensors that only zero-weighted losses would train", len(frozen))
-    return frozen
-
-
 class Tag2TextTrainer(Trainer):
     """Trainer for Tag2Text pre-training and fine-tuning.
 
@@ -110,8 +62,10 @@ class Tag2TextTrainer(Trainer):
             captioning and retrieval metrics on the evaluation data (computed on the main process).
         eval_data_collator: collator of evaluation batches (default: the training one).
 
-    The collator must provide the model inputs plus, for ITC/ITM, ``text_input_ids``/``text_attention_mask``
-    (``[CLS]`` first) and optionally ``sample_ids`` (see :class:`~.collator.Tag2TextCollator`).
+    The model must be a :class:`~tag2text.modeling_tag2text_pretraining.Tag2TextForPreTraining` (the weights of
+    a captioning model; it saves as one). The collator provides its forward's inputs (for ITC/ITM
+    ``text_input_ids``/``text_attention_mask`` with ``[CLS]`` first and ``sample_ids``, see
+    :class:`~.collator.Tag2TextCollator`) plus ``image_load_failures``, which the trainer counts.
     """
 
     # compute_loss returns a mean over the batch, not a sum normalised by num_items_in_batch.
@@ -125,24 +79,17 @@ class Tag2TextTrainer(Trainer):
         self.loss_weights = loss_weights
         self.task_evaluator = task_evaluator
         self.eval_data_collator = eval_data_collator
+        if model is not None and not isinstance(model, Tag2TextForPreTraining):
+            raise TypeError(
+                f"Tag2TextTrainer trains a Tag2TextForPreTraining (all four losses in its forward), got "
+                f"{type(model).__name__}; build it with Tag2TextForPreTraining(config) or "
+                "Tag2TextForPreTraining.from_pretrained(path): the weights are the captioning model's"
+            )
         if args is not None:
             # Dataset columns are images/captions/tags, not forward arguments: the collator builds the inputs.
             args.remove_unused_columns = False
-            if args.ddp_find_unused_parameters is None:
-                args.ddp_find_unused_parameters = False
-            elif args.ddp_find_unused_parameters:
-                raise ValueError(
-                    "ddp_find_unused_parameters=True does not work with Tag2TextTrainer: ITC/ITM run outside the "
-                    "DDP-wrapped forward. Leave it unset; modules of zero-weighted losses are frozen instead."
-                )
-            if args.gradient_checkpointing and not args.gradient_checkpointing_kwargs:
-                # Reentrant checkpointing would mark shared parameters ready twice under DDP (the encoder runs
-                # in several modes per step).
-                args.gradient_checkpointing_kwargs = {"use_reentrant": False}
             if args.label_names is None:
                 args.label_names = ["labels"]
-        if model is not None:
-            self.frozen_parameters = freeze_for_inactive_losses(model, loss_weights)
         super().__init__(model, args, *pos, **kwargs)
         # The loss ignores num_items_in_batch; make the Trainer neither inject it nor rescale for it.
         self.model_accepts_loss_kwargs = False
@@ -157,46 +104,23 @@ class Tag2TextTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        text_ids = inputs.pop("text_input_ids", None)
-        text_mask = inputs.pop("text_attention_mask", None)
-        sample_ids = inputs.pop("sample_ids", None)
-        failures = inputs.pop("image_load_failures", None)
+        failures = inputs.pop("image_load_failures", None)  # the collator's count for the trainer, not the model
         split = "train" if model.training else "eval"
-        core = self.accelerator.unwrap_model(model)
-        weights = self.loss_weights
-
-        outputs = model(**inputs, return_dict=True)
+        # A plain mapping crosses DDP's input handling as it is; the model validates it again.
+        outputs = model(**inputs, loss_weights=dataclasses.asdict(self.loss_weights), return_dict=True)
+        if outputs.loss is None:
+            raise ValueError(
+                f"the batch gives no loss with weights {self.loss_weights}: it lacks the inputs of every active "
+                f"objective (got {sorted(inputs)})"
+            )
+        loss = outputs.loss
         batch_size = outputs.image_embeds.shape[0]
-        components = {}
-        if outputs.loss_tag is not None:
-            components["tag"] = outputs.loss_tag
-        if outputs.loss_lm is not None:
-            components["lm"] = outputs.loss_lm
-
-        if weights.active("itc") or weights.active("itm"):
-            if text_ids is None:
-                # A plain batch: the alignment text is the caption with [CLS] in place of [DEC].
-                text_ids = inputs["input_ids"].clone()
-                text_ids[:, 0] = core.config.text_config.cls_token_id
-                text_mask = inputs.get("attention_mask")
-            with torch.set_grad_enabled(torch.is_grad_enabled() and weights.active("itc")):
-                image_features = core.get_image_features(image_embeds=outputs.image_embeds).pooler_output
-                text_features = core.get_text_features(text_ids, text_mask).pooler_output
-                image_features = torch.nn.functional.normalize(image_features, dim=-1)
-                text_features = torch.nn.functional.normalize(text_features, dim=-1)
-                contrastive = image_text_contrastive_loss(image_features, text_features, core.logit_temperature,
-                                                          sample_ids=sample_ids)
-            self.last_itc_global_batch = contrastive.global_batch_size
-            if weights.active("itc"):
-                components["itc"] = contrastive.loss
-            self._extras[split]["itc_global_batch"].append(torch.tensor(float(contrastive.global_batch_size)))
-            if weights.active("itm"):
-                itm_ids = text_ids.clone()
-                itm_ids[:, 0] = core.config.text_config.enc_token_id
-                components["itm"] = image_text_matching_loss(core, outputs.image_embeds, itm_ids, text_mask,
-                                                             contrastive).loss
-
-        loss = weights.combine(components, batch_size)
+        components = {name: outputs[f"loss_{name}"] for name in LOSS_COMPONENTS
+                      if outputs.get(f"loss_{name}") is not None}
+        if outputs.logits_per_image is not None:
+            global_batch = int(outputs.logits_per_image.shape[1])
+            self.last_itc_global_batch = global_batch
+            self._extras[split]["itc_global_batch"].append(torch.tensor(float(global_batch)))
         for name, value in components.items():
             self._components[split][name].append(value.detach().float())
         # Raw (unweighted) values of this batch, for callers and tests.
@@ -364,7 +288,7 @@ class Tag2TextTrainer(Trainer):
 
     def run_summary(self) -> dict:
         """Facts about the run for ``train_summary.json``: processes, samples each one trained on (gathered, so
-        it shows every process took part), the global ITC batch, skipped images and frozen parameters."""
+        it shows every process took part), the global ITC batch and skipped images."""
         rank, world = distributed_world()
         counts = [self.samples_seen]
         if world > 1:
@@ -377,7 +301,6 @@ class Tag2TextTrainer(Trainer):
             "samples_per_process": counts,
             "itc_global_batch_size": self.last_itc_global_batch,
             "image_load_failures": self.image_load_failures,
-            "frozen_parameters": len(getattr(self, "frozen_parameters", [])),
             "loss_weights": {k: getattr(self.loss_weights, k) for k in LOSS_COMPONENTS},
             "tag_loss_scale": self.loss_weights.tag_scale,
             "global_step": self.state.global_step,

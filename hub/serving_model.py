@@ -1,0 +1,173 @@
+"""Every model call of ``tag2text serve``, in one module so that a change of the model API is one edit here.
+
+A batch runs the vision tower once per image: image embeddings, tag logits from them, then the decoder with
+``image_embeds=``. Each image keeps its own threshold and steering tags inside a shared batch, so a batched
+answer is the answer that image gets alone (and what ``tag2text caption`` prints for it).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Beams multiply the decoder's batch; a cap keeps one request from occupying the server for long.
+MAX_NUM_BEAMS = 16
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class SteeringTags:
+    """User tags of one image, tokenized as the interaction encoder reads them (on the CPU)."""
+
+    names: list
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+class ServingModel:
+    """A Tag2Text captioning model and its processor, for batches of single-image requests."""
+
+    def __init__(self, model, processor, name: str = "model"):
+        self.model = model.eval()
+        self.processor = processor
+        self.name = name
+
+    @classmethod
+    def load(cls, name_or_path: str, device: str = "cpu", dtype: str = "float32") -> "ServingModel":
+        """Load as ``tag2text caption`` does; a source that cannot be loaded raises ModelSourceError naming it."""
+        from .model_source import load_config, load_model, load_processor
+
+        config = load_config(name_or_path)
+        processor = load_processor(name_or_path, prompt=config.prompt)
+        model = load_model(name_or_path, dtype=DTYPES[dtype]).to(device)
+        return cls(model, processor, name=str(name_or_path))
+
+    # -- what the server reports and checks ----------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def default_num_beams(self) -> int:
+        return int(self.model.generation_config.num_beams or 1)
+
+    @property
+    def default_max_new_tokens(self) -> int:
+        return int(self.model.generation_config.max_new_tokens)
+
+    @property
+    def longest_caption(self) -> int:
+        """The most new tokens the decoder's position embeddings allow after the prompt."""
+        config = self.model.config
+        prompt_tokens = 1 + len(config.prompt_token_ids or [])
+        return config.text_config.max_position_embeddings - prompt_tokens
+
+    def describe(self) -> dict:
+        config = self.model.config
+        return {
+            "model": self.name,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "num_tags": config.num_tags,
+            "image_size": self.processor.image_processor.size,
+            "defaults": {
+                "threshold": config.tag_threshold,
+                "per_class_thresholds": len(config.tag_thresholds),
+                "num_beams": self.default_num_beams,
+                "max_new_tokens": self.default_max_new_tokens,
+            },
+        }
+
+    @property
+    def default_threshold(self) -> float:
+        return float(self.model.config.tag_threshold)
+
+    # -- per-request preparation (any thread) --------------------------------------------------------------
+
+    def pixel_values(self, image) -> torch.Tensor:
+        """(1, 3, H, W) float32 on the CPU for one RGB PIL image; batches concatenate these."""
+        return self.processor(images=[image], return_tensors="pt")["pixel_values"]
+
+    def steering_tags(self, tags) -> SteeringTags:
+        """Tokenized user tags (``"a | b"`` or a list of names). Raises ValueError naming the problem."""
+        model = self.model
+        names = model.parse_tags(tags if isinstance(tags, str) else [list(tags)], 1)[0]
+        if not names:
+            raise ValueError("tags holds no tag names")
+        from .caption_command import unknown_steering_tags
+
+        unknown = unknown_steering_tags(model.config.tag_separator.join(names), model.config.tag_separator,
+                                        self.processor.tokenizer)
+        if unknown:
+            # The caption would be steered by [UNK] in their place; refuse rather than replace them silently.
+            raise ValueError(f"the model's tokenizer spells {', '.join(map(repr, unknown))} as [UNK]")
+        text = model.config.tag_separator.join(names)
+        length = len(self.processor.tokenizer(text)["input_ids"])
+        if length > model.config.max_tag_length:
+            # The model would cut the tag text; refuse instead of captioning with fewer tags than asked for.
+            raise ValueError(f"tags are {length} tokens with [ENC] and [SEP]; this model reads at most "
+                             f"{model.config.max_tag_length}")
+        input_ids, attention_mask, names_per_image, _ = model.resolve_tags(
+            [names], 1, tokenizer=self.processor.tokenizer, device=torch.device("cpu"))
+        return SteeringTags(names_per_image[0], input_ids, attention_mask)
+
+    # -- batched model calls (the batcher's thread) --------------------------------------------------------
+
+    def _embed_and_tag(self, pixel_values: list, thresholds: list):
+        model = self.model
+        batch = torch.cat(pixel_values).to(self.device, self.dtype)
+        image_embeds = model.get_image_embeddings(batch)
+        tag_logits = model.get_tag_logits(image_embeds)
+        probs = torch.sigmoid(tag_logits.float())
+        tagged = []
+        for row, threshold in enumerate(thresholds):
+            ids = model.select_tags(tag_logits[row : row + 1], threshold)[0]
+            names = [model.config.tag_names[i] for i in ids]
+            scores = {name: round(float(probs[row, i]), 6) for name, i in zip(names, ids)}
+            tagged.append((ids, names, scores))
+        return image_embeds, tagged
+
+    def tag_batch(self, pixel_values: list, thresholds: list) -> list[dict]:
+        """``{"tags", "tag_scores"}`` per image, without the decoder."""
+        with torch.no_grad():
+            _, tagged = self._embed_and_tag(pixel_values, thresholds)
+        return [{"tags": names, "tag_scores": scores} for _, names, scores in tagged]
+
+    def caption_batch(self, pixel_values: list, thresholds: list, steering: list, num_beams: int,
+                      max_new_tokens: int) -> list[dict]:
+        """``{"tags", "tag_scores", "caption"}`` per image; ``steering[i]`` (SteeringTags or None) replaces
+        image i's predicted tags in the caption, its tag scores are still the predicted ones."""
+        model = self.model
+        with torch.no_grad():
+            image_embeds, tagged = self._embed_and_tag(pixel_values, thresholds)
+            rows, masks, used = [], [], []
+            for (ids, names, _), user in zip(tagged, steering):
+                if user is None:
+                    input_ids, attention_mask = model.build_tag_input_ids([ids], device=torch.device("cpu"))
+                    used.append(names)
+                else:
+                    input_ids, attention_mask = user.input_ids, user.attention_mask
+                    used.append(list(user.names))
+                rows.append(input_ids)
+                masks.append(attention_mask)
+            outputs = model.generate(
+                image_embeds=image_embeds,
+                tag_input_ids=torch.cat(rows).to(self.device),
+                tag_attention_mask=torch.cat(masks).to(self.device),
+                tokenizer=self.processor.tokenizer,
+                return_dict_in_generate=True,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+            )
+        captions = self.processor.decode_captions(outputs.sequences)
+        return [{"tags": names, "tag_scores": scores, "caption": caption}
+                for names, (_, _, scores), caption in zip(used, tagged, captions)]

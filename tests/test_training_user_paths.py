@@ -1,0 +1,156 @@
+"""The paths a user takes, as the README writes them, run as subprocesses offline and without --tokenizer:
+`tag2text train` then `tag2text caption` (tiny size, few steps: behaviours, not quality; the full-size
+acceptance run is benchmarks/train_defaults.py), bad option values, `--help` without torch, and the
+quickstart's early-stop report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import training_scenes as scenes
+import training_support as support
+
+
+def _tag2text(*argv, timeout=900):
+    return subprocess.run([sys.executable, "-m", "tag2text.hub.cli", *map(str, argv)], env=support.subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """`tag2text train --train-dir D --output-dir O --model-config tiny --max-steps 8` on 160 drawn images."""
+    root = tmp_path_factory.mktemp("user-path")
+    train = scenes.write_scenes(root / "train", 160, seed=21, image_size=32)
+    heldout = scenes.write_scenes(root / "heldout", 6, seed=22, image_size=32)
+    out = root / "run"
+    result = _tag2text("train", "--train-dir", train, "--output-dir", out, "--model-config", "tiny", "--max-steps", 8)
+    return {"train": train, "heldout": heldout, "out": out, "result": result, "root": root}
+
+
+def test_train_from_scratch_builds_its_tokenizer_from_the_captions_and_says_so(user_run):
+    result, out = user_run["result"], user_run["out"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stderr
+    assert "no --tokenizer given: trained a" in log and "WordPiece vocabulary on" in log
+    assert "training a new model from scratch: defaults for the options not given: --learning-rate 0.001" in log
+    from tag2text import Tag2TextProcessor
+
+    tokenizer = Tag2TextProcessor.from_pretrained(out).tokenizer
+    captions = [c for line in (user_run["train"] / "metadata.jsonl").read_text().splitlines()
+                for c in json.loads(line)["captions"]]
+    for caption in captions[:50]:
+        assert tokenizer.unk_token not in tokenizer.tokenize(caption), caption
+    config = json.loads((out / "config.json").read_text())
+    unk = tokenizer.unk_token_id
+    assert unk not in config["prompt_token_ids"] and all(unk not in ids for ids in config["tag_token_ids"])
+    assert sorted(config["tag_names"]) == sorted(set(scenes.SHAPES) | set(scenes.COLOURS))  # mined from the captions
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["tokenizer"].startswith("trained on the training captions")
+    assert summary["defaults_chosen"]["learning_rate"] == 1e-3 and summary["defaults_chosen"]["augment"] is False
+    assert summary["global_step"] == summary["planned_steps"] == 8 and summary["stopped_early"] is False
+
+
+def test_without_eval_dir_a_seeded_holdout_calibrates_the_thresholds(user_run):
+    out = user_run["out"]
+    summary = json.loads((out / "train_summary.json").read_text())
+    holdout = summary["holdout"]
+    assert holdout["images"] == 32 and holdout["of"] == 160  # 5% of 160 is 8: the minimum of 32 applies
+    assert len(set(holdout["indices"])) == 32 and all(0 <= i < 160 for i in holdout["indices"])
+    assert "holding out 32 of 160 training images" in user_run["result"].stderr
+    # every tag drawn in a held-out image got a threshold of its own, saved in the model's config
+    lines = (user_run["train"] / "metadata.jsonl").read_text().splitlines()
+    held_tags = set().union(*(scenes.truth_tags(json.loads(lines[i])["objects"]) for i in holdout["indices"]))
+    config = json.loads((out / "config.json").read_text())
+    calibrated = {config["tag_names"][int(k)] for k in config["tag_thresholds"]}
+    assert calibrated == held_tags
+    report = summary["threshold_calibration"]
+    assert report["num_thresholds"] == len(held_tags) and set(report["thresholds"]) == held_tags
+    for name, value in report["thresholds"].items():
+        assert config["tag_thresholds"][str(config["tag_names"].index(name))] == pytest.approx(value, abs=1e-4)
+    # the held-out images were not trained on: 8 steps of 32 images are 2 epochs of the 128 others (1.6 of 160)
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2.0)
+
+
+def test_the_trained_model_loads_and_captions_held_out_images(user_run):
+    out, heldout = user_run["out"], user_run["heldout"]
+    captions = user_run["root"] / "captions.jsonl"
+    result = _tag2text("caption", "--model", out, heldout, "--output", captions)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in captions.read_text().splitlines()]
+    assert sorted(Path(x["image"]).name for x in lines) == sorted(p.name for p in heldout.glob("*.png"))
+    names = set(json.loads((out / "config.json").read_text())["tag_names"])
+    for line in lines:
+        assert isinstance(line["caption"], str) and set(line["tags"]) <= names
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["train", "--max-steps", "0"], "--max-steps"),
+    (["train", "--per-device-train-batch-size", "-4"], "--per-device-train-batch-size"),
+    (["train", "--learning-rate", "fast"], "--learning-rate"),
+    (["quickstart", "--max-steps", "0"], "--max-steps"),
+    (["quickstart", "--batch-size", "-1"], "--batch-size"),
+])
+def test_bad_option_values_fail_in_one_line_naming_option_and_value(tmp_path, argv, named):
+    full = argv + (["--train-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")] if argv[0] == "train"
+                   else ["--output-dir", str(tmp_path / "o")])
+    result = _tag2text(*full, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert named in last and argv[2] in last, result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_checks_after_parsing_fail_before_any_model_is_built(tmp_path):
+    existing_file = tmp_path / "taken"
+    existing_file.write_text("x")
+    cases = [
+        (["quickstart", "--output-dir", existing_file], f"--output-dir {existing_file}"),
+        (["train", "--train-dir", tmp_path / "nowhere", "--output-dir", tmp_path / "o"], "--train-dir"),
+        (["train", "--train-dir", tmp_path, "--output-dir", existing_file], "--output-dir"),
+        (["train", "--train-dir", tmp_path, "--output-dir", tmp_path / "o", "--init-from", "./no/such/model"],
+         "--init-from ./no/such/model"),
+        (["train", "--train-dir", tmp_path, "--output-dir", tmp_path / "o", "--model-config", "huge"], "--model-config"),
+        (["train", "--train-dir", tmp_path, "--output-dir", tmp_path / "o", "--loss-weights", "tag=x"],
+         "--loss-weights"),
+    ]
+    for argv, named in cases:
+        result = _tag2text(*argv, timeout=120)
+        assert result.returncode == 2, (argv, result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        assert named in lines[-1], (argv, result.stderr[-2000:])
+        assert not (tmp_path / "o").exists()
+
+
+def test_help_of_train_and_quickstart_imports_neither_torch_nor_transformers():
+    script = ("import sys\nfrom tag2text.hub.cli import main\n"
+              "for command in ('train', 'quickstart'):\n"
+              "    try:\n        main([command, '--help'])\n    except SystemExit:\n        pass\n"
+              "print('HEAVY', sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n")
+    result = subprocess.run([sys.executable, "-c", script], env=support.subprocess_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--max-steps" in result.stdout and "--learning-rate" in result.stdout and "--model-config" in result.stdout
+    assert "1e-3" in result.stdout or "0.001" in result.stdout  # the run-dependent defaults are shown
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY []"
+
+
+def test_quickstart_that_stops_early_says_so_on_its_first_line(tmp_path):
+    out = tmp_path / "qs"
+    result = _tag2text("quickstart", "--output-dir", out, "--train-images", 24, "--val-images", 8, "--test-images", 6,
+                       "--max-steps", 400, "--batch-size", 4, "--num-beams", 1, "--time-budget-minutes", 0.001)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("Tag2Text quickstart:"))
+    first = lines[summary - 1]  # the summary block opens with the early stop, above its usual first line
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["stopped_early"] is True and report["planned_steps"] == 400 and report["steps"] < 400
+    assert first.startswith(f"STOPPED EARLY: trained {report['steps']} of 400 planned steps")
+    assert lines[summary].startswith(f"Tag2Text quickstart: {report['steps']} of 400 steps")
+    assert "--time-budget-minutes 0.001" in first
