@@ -16,8 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-COMMANDS = ["", "caption", "convert", "push", "mine-tags", "build-tag-list", "score-captions", "train", "evaluate",
-            "quickstart"]
+from tag2text.hub.cli import COMMANDS as SUBCOMMANDS  # light: no torch
+
+COMMANDS = [""] + list(SUBCOMMANDS)
 
 PROBE = (
     "import sys; from tag2text.hub.cli import main; code = main({argv!r}); "
