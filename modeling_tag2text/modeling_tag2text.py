@@ -205,9 +205,10 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
                 sub_config._attn_implementation = self.config._attn_implementation
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as transformers does; when the classes are registered for the Auto classes (``import tag2text``
-        does it) the directory also gets the remote-code payload, ``auto_map`` for AutoModel and
-        AutoModelForImageTextToText, and the image-to-text pipeline under ``custom_pipelines``."""
+        """Save as transformers does; when the classes are registered for the Auto classes (the first class
+        taken from ``tag2text``, or ``tag2text.register_auto_classes()``, does it) the directory also gets the
+        remote-code payload, ``auto_map`` for AutoModel and AutoModelForImageTextToText, and the image-to-text
+        pipeline under ``custom_pipelines``."""
         if self._auto_class is not None:
             auto_map = dict(getattr(self.config, "auto_map", None) or {})
             auto_map.setdefault("AutoConfig", "configuration_tag2text.Tag2TextConfig")
