@@ -276,7 +276,7 @@ def run_sharded(args) -> int:
 
     from . import annotation_writer as writer_module
     from .annotation_sources import collect_items
-    from .caption_command import _check_max_length, unknown_steering_tags
+    from .caption_command import _check_max_length, unknown_steering_tags_warning
     from .model_source import load_config, load_model, load_processor, resolve_model_source
 
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
@@ -286,11 +286,9 @@ def run_sharded(args) -> int:
     if args.max_length is not None:
         _check_max_length(args.max_length, len(config.prompt_token_ids or []))
     processor = load_processor(source, prompt=config.prompt)
-    if args.tags:
-        unknown = unknown_steering_tags(args.tags, config.tag_separator, processor.tokenizer)
-        if unknown:
-            logger.warning("--tags: the model's tokenizer spells %s with [UNK]; the captions are steered by [UNK] "
-                           "in their place", ", ".join(map(repr, unknown)))
+    warning = unknown_steering_tags_warning(args.tags, config, processor.tokenizer)
+    if warning:
+        logger.warning("%s", warning)
     items, tables = collect_items(args)
     output_dir = args.output_dir
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):

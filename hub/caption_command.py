@@ -156,13 +156,9 @@ def run(args) -> int:
     if args.max_length is not None:
         _check_max_length(args.max_length, len(config.prompt_token_ids or []))
     processor = load_processor(source, prompt=config.prompt)
-    if args.tags:
-        unknown = unknown_steering_tags(args.tags, config.tag_separator, processor.tokenizer)
-        if unknown:
-            in_list = set(config.tag_names)
-            described = ", ".join(f"{n!r}" + ("" if n in in_list else " (not in the tag list)") for n in unknown)
-            print(f"tag2text caption: warning: --tags: the model's tokenizer spells {described} with [UNK]; "
-                  "the captions are steered by [UNK] in their place", file=sys.stderr)
+    warning = unknown_steering_tags_warning(args.tags, config, processor.tokenizer)
+    if warning:
+        print(f"tag2text caption: warning: {warning}", file=sys.stderr)
 
     model = load_model(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
     generate_kwargs = generation_options(args.num_beams, args.max_length, len(model.config.prompt_token_ids or []),
@@ -171,6 +167,19 @@ def run(args) -> int:
         args, paths, lambda path: to_rgb_image(str(path)), ImageInputError,
         lambda images: caption_batch(model, processor, images, args.tags, args.threshold, generate_kwargs),
     )
+
+
+def unknown_steering_tags_warning(tags, config, tokenizer) -> str | None:
+    """The one warning for --tags the tokenizer spells with [UNK] (None when every tag is spelled)."""
+    if not tags:
+        return None
+    unknown = unknown_steering_tags(tags, config.tag_separator, tokenizer)
+    if not unknown:
+        return None
+    in_list = set(config.tag_names)
+    described = ", ".join(f"{n!r}" + ("" if n in in_list else " (not in the tag list)") for n in unknown)
+    return (f"--tags: the model's tokenizer spells {described} with [UNK]; the captions are steered by [UNK] in "
+            "their place")
 
 
 def generation_options(num_beams, max_length, prompt_length: int, min_new_tokens) -> dict:

@@ -431,6 +431,12 @@ def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         num_tags=16,
         image_text_hidden_size=16,
     )
+    return _preset_from(kwargs, overrides, tokenizer)
+
+
+def _preset_from(kwargs: dict, overrides: dict, tokenizer) -> Tag2TextConfig:
+    """A preset's config: its defaults with the caller's overrides (tag names replace the default tag count),
+    sized to the tokenizer's tag vocabulary when one is given."""
     if "tag_names" in overrides:
         kwargs.pop("num_tags")
     kwargs.update(overrides)
@@ -480,13 +486,7 @@ def _small_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         max_tag_length=24,
         tag_threshold=0.5,
     )
-    if "tag_names" in overrides:
-        kwargs.pop("num_tags")
-    kwargs.update(overrides)
-    config = Tag2TextConfig(**kwargs)
-    if tokenizer is not None:
-        config.set_tag_vocabulary(tokenizer=tokenizer)
-    return config
+    return _preset_from(kwargs, overrides, tokenizer)
 
 
 PRESETS = {"tag2text-swin-b-384": _released_preset, "small": _small_preset, "tiny": _tiny_preset}
