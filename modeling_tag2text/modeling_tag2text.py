@@ -8,6 +8,7 @@ Part of the Hub payload: imports only torch, transformers and its own folder (si
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -40,6 +41,8 @@ try:
 except ImportError:  # transformers 4.x
     from torch.nn import init
 
+logger = logging.getLogger(__name__)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -52,6 +55,12 @@ class Tag2TextModelOutput(ModelOutput):
 
     Args:
         loss: tagging loss (asymmetric loss, summed) when ``tag_labels`` are given.
+        last_hidden_state: (batch, 1 + patches, vision width): the visual tokens, the same tensor as
+            ``image_embeds``. First after ``loss`` so that ``output[0]`` is the features, as for a vision base model
+            (transformers' ``image-feature-extraction`` pipeline reads it).
+        pooler_output: (batch, vision width): the pooled visual token, ``last_hidden_state[:, 0]`` (Swin's
+            mean-pooled token; a ViT tower's [CLS]), not projected. The ITC embedding is
+            ``get_image_features(...).pooler_output``.
         tag_logits: (batch, num_tags) tag recognition logits.
         image_embeds: (batch, 1 + patches, vision width): the pooled token followed by the patch tokens.
         text_encoder_last_hidden_state: (batch, max_tag_length, hidden) interaction-encoder output, when tag
@@ -62,6 +71,8 @@ class Tag2TextModelOutput(ModelOutput):
     """
 
     loss: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    pooler_output: torch.FloatTensor | None = None
     tag_logits: torch.FloatTensor | None = None
     image_embeds: torch.FloatTensor | None = None
     text_encoder_last_hidden_state: torch.FloatTensor | None = None
@@ -313,6 +324,36 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
 
     def set_input_embeddings(self, value):
         self.text_encoder.embeddings.word_embeddings = value
+
+    def _input_embedding_modules(self) -> list[nn.Module]:
+        """Every module whose output starts a stack of layers: the word embeddings of the interaction encoder (and
+        of the decoder), the tagging head's label queries and the vision tower's patch embeddings."""
+        modules = [self.get_input_embeddings(), self.tagging_head.label_embed, self.vision_model.get_input_embeddings()]
+        decoder = getattr(self, "text_decoder", None)
+        if decoder is not None:
+            modules.append(decoder.bert.embeddings.word_embeddings)
+        return modules
+
+    def enable_input_require_grads(self):
+        """Make the embedding outputs require gradients, so that re-entrant gradient checkpointing carries
+        gradients through frozen embeddings (adapters, PEFT).
+
+        transformers' version hooks each sub-model's ``get_input_embeddings()`` and calls ``requires_grad_`` on
+        its output; Swin's patch embeddings return ``(embeddings, dimensions)``, so it fails on our vision tower,
+        and it would miss the decoder's and the label queries' embeddings. Undone by
+        ``disable_input_require_grads``."""
+
+        def require_grads(module, inputs, output):
+            (output[0] if isinstance(output, tuple) else output).requires_grad_(True)
+
+        self.disable_input_require_grads()
+        hooks, seen = [], set()
+        for module in self._input_embedding_modules():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                hooks.append(module.register_forward_hook(require_grads))
+        self._require_grads_hooks = hooks
+        self._require_grads_hook = hooks[0]  # the name transformers kept for backward compatibility
 
     # CPU inference runs the vision tower and the tagging head this many images at a time; 0 or None: all at once.
     cpu_inference_images_per_chunk = 1
@@ -634,6 +675,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             )
         output = Tag2TextModelOutput(
             loss=loss,
+            last_hidden_state=image_embeds,
+            pooler_output=image_embeds[:, 0],
             tag_logits=tag_logits,
             image_embeds=image_embeds,
             text_encoder_last_hidden_state=hidden,
@@ -704,6 +747,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         """
         encoder_embeddings = self.text_encoder.embeddings.word_embeddings
         decoder_embeddings = self.text_decoder.bert.embeddings.word_embeddings
+        if new_num_tokens is not None:
+            self._warn_about_dropped_ids(new_num_tokens, pad_to_multiple_of)
         new_encoder = self._get_resized_embeddings(encoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
         new_decoder = self._get_resized_embeddings(decoder_embeddings, new_num_tokens, pad_to_multiple_of, mean_resizing)
         self.text_encoder.embeddings.word_embeddings = new_encoder
@@ -724,10 +769,37 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         bias = torch.zeros(size, dtype=old_bias.dtype, device=old_bias.device)
         bias[: min(size, old_bias.shape[0])] = old_bias[:size]
         head.bias = nn.Parameter(bias)
+        # transformers' initialisation skips what carries this flag; without it a later post_init() (or
+        # from_pretrained's initialisation of missing weights) would overwrite the kept rows with fresh ones.
+        for resized_tensor in (resized, resized.weight, head.bias):
+            resized_tensor._is_hf_initialized = True
         self.config.text_config.vocab_size = size
         self.config.get_text_config().vocab_size = size
+        self.vocab_size = size  # as transformers' resize_token_embeddings records it
         self.tie_weights()
         return new_decoder
+
+    def _warn_about_dropped_ids(self, new_num_tokens: int, pad_to_multiple_of) -> None:
+        """Warn when the new vocabulary is smaller than the ids the config relies on ([DEC] and [ENC] are the last
+        rows of the released vocabulary): the model could not build its own inputs until the ids are updated for
+        the new tokenizer. Only a warning, since that update may legitimately follow (a run that changes the
+        tokenizer of a trained model resizes first, then records the new tokenizer's ids)."""
+        size = new_num_tokens
+        if pad_to_multiple_of:
+            size = math.ceil(size / pad_to_multiple_of) * pad_to_multiple_of
+        text = self.config.text_config
+        used = {name: getattr(text, name) for name in
+                ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id", "enc_token_id")}
+        pieces = [*(self.config.prompt_token_ids or []), *(self.config.tag_separator_token_ids or []),
+                  *(i for ids in (self.config.tag_token_ids or []) for i in ids)]
+        if pieces:
+            used["largest prompt or tag-text token id"] = max(pieces)
+        dropped = {name: value for name, value in used.items() if value is not None and int(value) >= size}
+        if dropped:
+            listed = ", ".join(f"{name}={value}" for name, value in dropped.items())
+            logger.warning("resize_token_embeddings(%s) gives %s rows, which drops ids the config uses: %s; record "
+                           "the new tokenizer's ids with config.set_tag_vocabulary(tokenizer=...) before use",
+                           new_num_tokens, size, listed)
 
     def _prompt_input_ids(self, batch_size: int, device):
         prompt_ids = getattr(self.config, "prompt_token_ids", None)
@@ -812,6 +884,12 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             encoder_hidden_states, _, _, _ = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)
         if input_ids is None:
             input_ids = self._prompt_input_ids(encoder_hidden_states.shape[0], encoder_hidden_states.device)
+            if attention_mask is not None and attention_mask.shape[-1] != input_ids.shape[1]:
+                raise ValueError(
+                    f"attention_mask has {attention_mask.shape[-1]} positions but input_ids were not given and the "
+                    f"default prompt ([DEC] + config.prompt) has {input_ids.shape[1]} tokens; pass the input_ids "
+                    "that the mask belongs to"
+                )
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
         loss_lm, logits, all_hidden, self_attn, cross_attn = self.decode_text(

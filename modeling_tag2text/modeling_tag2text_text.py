@@ -215,6 +215,13 @@ class Tag2TextTextEmbeddings(nn.Module):
 
     def forward(self, input_ids=None, inputs_embeds=None, position_ids=None, past_length: int = 0):
         if inputs_embeds is None:
+            if not is_tracing(input_ids) and input_ids.numel():
+                # Eager only, as for positions: the bare lookup fails with "index out of range in self".
+                vocab = self.word_embeddings.num_embeddings
+                low, high = int(input_ids.min()), int(input_ids.max())
+                if low < 0 or high >= vocab:
+                    bad = low if low < 0 else high
+                    raise ValueError(f"token id {bad} is outside the vocabulary of {vocab} (text_config.vocab_size)")
             inputs_embeds = self.word_embeddings(input_ids)
         length = inputs_embeds.shape[1]
         limit = self.position_embeddings.num_embeddings
@@ -489,6 +496,12 @@ class Tag2TextTextModel(nn.Module):
         embeddings = self.embeddings(input_ids, inputs_embeds, position_ids, past_length)
         if attention_mask is None:
             attention_mask = torch.ones(batch, past_length + length, dtype=torch.long, device=embeddings.device)
+        elif not is_tracing(attention_mask) and tuple(attention_mask.shape) != (batch, past_length + length):
+            # A mask of another width would broadcast into the scores or fail deep inside the attention.
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but the input needs ({batch}, "
+                f"{past_length + length}): {past_length} cached plus {length} new positions"
+            )
         extended = extended_self_attention_mask(attention_mask, length, is_decoder, embeddings.dtype)
         return self.encoder(
             embeddings,
