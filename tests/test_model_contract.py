@@ -255,3 +255,104 @@ def test_one_text_conventions_module_serves_both_payloads():
         assert a.read() == b.read()
     assert for_processor.tag_text(["cat", " ", "fire hydrant"]) == "cat | fire hydrant"
     assert for_model.split_tag_text("cat | fire hydrant |") == ["cat", "fire hydrant"]
+
+
+def test_base_model_output_leads_with_the_visual_tokens(config, pixel_values):
+    base = tiny_factory.make_model(config, cls=Tag2TextModel)
+    with torch.no_grad():
+        out = base(pixel_values)
+        tower = base.vision_model(pixel_values=pixel_values)  # independent: the Swin tower on its own
+    expected = torch.cat([tower.pooler_output[:, None], tower.last_hidden_state], dim=1)
+    torch.testing.assert_close(out.last_hidden_state, expected)
+    torch.testing.assert_close(out.pooler_output, tower.pooler_output)
+    assert out[0] is out.last_hidden_state  # what feature extraction reads
+    # the fields callers used keep their values
+    assert out.image_embeds is out.last_hidden_state
+    torch.testing.assert_close(out.tag_logits, base.get_tag_logits(expected))
+    labels = torch.zeros_like(out.tag_logits)
+    with torch.no_grad():
+        with_loss = base(pixel_values, tag_labels=labels, return_dict=False)
+    assert with_loss[0].dim() == 0 and torch.equal(with_loss[1], out.last_hidden_state)
+
+
+def test_image_feature_extraction_pipeline_runs_the_base_model(tmp_path, config, processor):
+    from transformers import pipeline
+
+    base = tiny_factory.make_model(config, cls=Tag2TextModel)
+    image = tiny_factory.draw_image(7)
+    with torch.no_grad():
+        tower = base.vision_model(pixel_values=processor(images=image)["pixel_values"])
+    expected = torch.cat([tower.pooler_output[:, None], tower.last_hidden_state], dim=1)
+    extractor = pipeline("image-feature-extraction", model=base, image_processor=processor.image_processor)
+    features = extractor(image, return_tensors=True)
+    torch.testing.assert_close(features, expected)
+    pooled = extractor(image, pool=True)
+    assert isinstance(pooled, list) and len(pooled) == 1 and len(pooled[0]) == config.vision_hidden_size
+    torch.testing.assert_close(torch.tensor(pooled), tower.pooler_output)
+    # from a saved directory, through AutoModel and the saved image processor
+    base.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    from_directory = pipeline("image-feature-extraction", model=str(tmp_path))
+    assert type(from_directory.model) is Tag2TextModel
+    torch.testing.assert_close(from_directory(image, return_tensors=True), expected)
+
+
+def test_masks_and_token_ids_that_do_not_fit_are_refused(model, pixel_values):
+    with pytest.raises(ValueError, match="input_ids were not given and the default prompt .* has 4 tokens"):
+        model(pixel_values, attention_mask=torch.ones(3, 10, dtype=torch.long))
+    ids = torch.full((3, 5), model.config.text_config.bos_token_id)
+    with pytest.raises(ValueError, match=r"attention_mask has shape \(3, 6\) but the input needs \(3, 5\)"):
+        model(pixel_values, input_ids=ids, attention_mask=torch.ones(3, 6, dtype=torch.long))
+    vocab = model.config.text_config.vocab_size
+    ids[0, 2] = vocab
+    with pytest.raises(ValueError, match=f"token id {vocab} is outside the vocabulary of {vocab}"):
+        model(pixel_values, input_ids=ids)
+
+
+def test_input_require_grads_carry_gradients_through_frozen_embeddings(model, processor):
+    """The adapter case: everything frozen but a few layer weights, re-entrant gradient checkpointing. Without the
+    hooks no checkpointed block gets an input that needs gradients and the loss has none; with them every
+    trainable weight gets the gradient it gets without checkpointing."""
+    batch = processor(images=[tiny_factory.draw_image(s) for s in range(2)], text=["a red cat", "a dog"])
+    trainable = ["vision_model.encoder.layers.0.blocks.0.attention.q_proj.weight",
+                 "text_encoder.encoder.layer.0.attention.self.query.weight",
+                 "text_decoder.bert.encoder.layer.0.attention.self.query.weight"]
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+    model.train()
+    parameters = dict(model.named_parameters())
+
+    def loss():
+        torch.manual_seed(0)
+        return model(**batch, labels=batch["input_ids"], tag_labels=torch.zeros(2, model.config.num_tags)).loss
+
+    loss().backward()
+    reference = [parameters[name].grad.clone() for name in trainable]
+    model.zero_grad(set_to_none=True)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    assert not loss().requires_grad
+    model.enable_input_require_grads()
+    loss().backward()
+    for name, expected in zip(trainable, reference):
+        assert expected.abs().sum() > 0
+        torch.testing.assert_close(parameters[name].grad, expected)
+    model.disable_input_require_grads()
+    assert not loss().requires_grad
+
+
+def test_resized_head_survives_post_init(tokenizer, caplog):
+    config = tiny_factory.make_config(tokenizer, tie_word_embeddings=False)
+    model = tiny_factory.make_model(config)
+    size = config.text_config.vocab_size
+    model.resize_token_embeddings(size + 4)
+    head = model.get_output_embeddings().weight.detach().clone()
+    bias = model.text_decoder.cls.predictions.bias.detach().clone()
+    model.post_init()  # transformers initialises whatever is not marked as initialised
+    assert torch.equal(model.get_output_embeddings().weight, head)
+    assert torch.equal(model.text_decoder.cls.predictions.bias, bias)
+    assert model.vocab_size == model.config.text_config.vocab_size == size + 4
+    # [DEC] and [ENC] are the last rows: shrinking past them is allowed (a new tokenizer's ids may follow) but said
+    with caplog.at_level("WARNING", logger="tag2text.modeling_tag2text"):
+        model.resize_token_embeddings(size - 2)
+    assert f"bos_token_id={config.text_config.bos_token_id}" in caplog.text
+    assert f"enc_token_id={config.text_config.enc_token_id}" in caplog.text
