@@ -358,6 +358,8 @@ class Tag2TextConfig(PretrainedConfig):
         output = super().to_dict()
         # JSON object keys must be strings; they are read back as ints in __init__.
         output["tag_thresholds"] = {str(k): v for k, v in self.tag_thresholds.items()}
+        # Derived from tag_names, written too so that config.json states it (and reads back: __init__ checks it).
+        output["num_tags"] = self.num_tags
         return output
 
     @classmethod

@@ -557,6 +557,15 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             embeds = outputs.last_hidden_state
         return embeds, outputs
 
+    @staticmethod
+    def _requested_layers(states, requested):
+        """``output_hidden_states`` given as indices (transformers' selective capture, negative ones counting from
+        the end): the states at the other indices become None. The tuple keeps its length."""
+        if states is None or not isinstance(requested, (list, tuple)):
+            return states
+        kept = {int(i) % len(states) for i in requested}
+        return tuple(state if i in kept else None for i, state in enumerate(states))
+
     def _output_flags(self, output_attentions, output_hidden_states, return_dict):
         config = self.config
         return (
@@ -615,6 +624,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         """
         if kwargs:
             raise TypeError(f"get_text_features got unexpected argument(s) {sorted(kwargs)}")
+        requested_hidden_states = output_hidden_states
         output_attentions, output_hidden_states, return_dict = self._output_flags(
             output_attentions, output_hidden_states, return_dict
         )
@@ -625,7 +635,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         output = BaseModelOutputWithPooling(
             last_hidden_state=hidden,
             pooler_output=self.text_proj(hidden[:, 0, :]),
-            hidden_states=all_hidden,
+            hidden_states=self._requested_layers(all_hidden, requested_hidden_states),
             attentions=attentions,
         )
         return output if return_dict else output.to_tuple()
@@ -658,6 +668,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         """
         if kwargs:
             raise TypeError(f"Tag2TextModel.forward got unexpected argument(s) {sorted(kwargs)}")
+        requested_hidden_states = output_hidden_states
         output_attentions, output_hidden_states, return_dict = self._output_flags(
             output_attentions, output_hidden_states, return_dict
         )
@@ -680,7 +691,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             tag_logits=tag_logits,
             image_embeds=image_embeds,
             text_encoder_last_hidden_state=hidden,
-            hidden_states=all_hidden,
+            hidden_states=self._requested_layers(all_hidden, requested_hidden_states),
             attentions=attentions,
             cross_attentions=cross,
             vision_hidden_states=vision.hidden_states if vision is not None else None,
@@ -865,6 +876,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         image_embeds = kwargs.pop("image_embeds", None)
         if kwargs:
             raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
+        requested_hidden_states = output_hidden_states
         output_attentions, output_hidden_states, return_dict = self._output_flags(
             output_attentions, output_hidden_states, return_dict
         )
@@ -912,7 +924,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             image_embeds=image_embeds,
             text_encoder_last_hidden_state=encoder_hidden_states,
             cache=cache if use_cache or cache is not None else None,
-            hidden_states=all_hidden,
+            hidden_states=self._requested_layers(all_hidden, requested_hidden_states),
             attentions=self_attn,
             cross_attentions=cross_attn,
             vision_hidden_states=vision.hidden_states if vision is not None else None,

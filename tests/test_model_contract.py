@@ -356,3 +356,24 @@ def test_resized_head_survives_post_init(tokenizer, caplog):
         model.resize_token_embeddings(size - 2)
     assert f"bos_token_id={config.text_config.bos_token_id}" in caplog.text
     assert f"enc_token_id={config.text_config.enc_token_id}" in caplog.text
+
+
+def test_hidden_states_by_layer_index(model, processor):
+    batch = processor(images=[tiny_factory.draw_image(s) for s in range(2)], text=["a red cat", "a dog"])
+    with torch.no_grad():
+        full = model(**batch, output_hidden_states=True).hidden_states
+        chosen = model(**batch, output_hidden_states=[0, -1]).hidden_states
+    assert len(chosen) == len(full) == model.config.text_config.num_hidden_layers + 1
+    assert torch.equal(chosen[0], full[0]) and torch.equal(chosen[-1], full[-1])
+    assert all(state is None for state in chosen[1:-1])
+
+
+def test_config_json_states_the_number_of_tags(config):
+    import json
+
+    written = json.loads(config.to_json_string())
+    assert written["num_tags"] == len(written["tag_names"]) == config.num_tags
+    assert Tag2TextConfig.from_dict(written).num_tags == config.num_tags
+    written["num_tags"] += 1
+    with pytest.raises(ValueError, match="does not match len\\(tag_names\\)"):
+        Tag2TextConfig.from_dict(written)
