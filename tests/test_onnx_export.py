@@ -21,6 +21,8 @@ from tag2text.hub import export_onnx
 from tag2text.hub.cli import main
 from tag2text.hub.model_source import ModelSourceError
 from tag2text.onnx import OnnxModelError, OnnxTag2Text
+from tag2text.processing import ImageInputError
+from test_image_loading import awkward_files
 
 ATOL = 1e-4
 
@@ -112,13 +114,19 @@ def test_preprocessing_equals_the_image_processor(setup, tmp_path):
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     rotated.save(path, exif=exif)
-    inputs = [base, base.convert("RGBA"), base.convert("L"), base.convert("P"), str(path),
+    inputs = [base, base.convert("RGBA"), base.convert("L"), base.convert("P"), str(path), path.read_bytes(),
               np.asarray(base), np.asarray(base.convert("L")).astype(np.uint16) * 200]
+    inputs += [str(file) for file, _ in awkward_files(tmp_path).values()]
     for item in inputs:
         expected = processor(images=item)["pixel_values"].numpy()
         assert np.array_equal(runtime.preprocess(item), expected), type(item)
-    with pytest.raises(OnnxModelError, match="no such file"):
-        runtime.preprocess(str(tmp_path / "missing.png"))
+    # Unreadable images raise the processor's error class, with the processor's message.
+    for item in (str(tmp_path / "missing.png"), b"no image"):
+        with pytest.raises(ImageInputError) as theirs:
+            processor(images=item)
+        with pytest.raises(ImageInputError) as ours:
+            runtime.preprocess(item)
+        assert str(ours.value) == str(theirs.value) and "image 0 (" in str(ours.value)
 
 
 @torch.no_grad()
