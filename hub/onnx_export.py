@@ -63,7 +63,6 @@ def _wrappers():
     its CPU inference shortcuts by itself (see ``is_tracing`` in ``modeling_tag2text_text``). The decoder step
     passes its past and the cross keys and values through the model's cache objects, as generation does.
     """
-    import torch
     from torch import nn
     from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 

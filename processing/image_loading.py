@@ -97,6 +97,8 @@ def _decode(source, label: str) -> Image.Image:
             # A copy, turned by the file's EXIF orientation (read from the file itself, which holds a TIFF's
             # tags), with the orientation tag removed so that converting the result again does not turn it again.
             return ImageOps.exif_transpose(opened)
+    except UnidentifiedImageError as error:  # its text names the stream object (a memory address for bytes)
+        raise ImageInputError(f"{label}: not a readable image (no image format recognised)") from error
     except _DECODE_ERRORS as error:
         raise ImageInputError(f"{label}: not a readable image ({error})") from error
 

@@ -323,3 +323,31 @@ def test_export_command_int8_and_bad_arguments(setup, tmp_path, capsys):
         "tag2text export: error: argument --opset: must be at least 18, got 11",
     ]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@torch.no_grad()
+def test_decoder_reads_the_cross_keys_from_a_filled_cache_without_encoder_states(model):
+    """The decoder graph's contract: after the cache holds the cross-attention keys and values (projected once
+    per image, as the encoder graph outputs them), a step needs no encoder states; without either it refuses."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    text = model.config.text_config
+    generator = torch.Generator().manual_seed(4)
+    states = torch.randn(2, 5, text.hidden_size, generator=generator)
+    ids = torch.randint(5, text.vocab_size, (2, 3), generator=generator)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    model.text_decoder(ids[:, :2], None, states, cache=cache)
+    want = model.text_decoder(ids[:, 2:], None, states, cache=cache)[0]
+    cross = []
+    for layer in model.text_decoder.bert.encoder.layer:  # the projections, computed here by hand
+        attention = layer.crossattention.self
+        heads = attention.num_attention_heads
+        key, value = (torch.nn.functional.linear(states, p.weight, p.bias).view(2, 5, heads, -1).transpose(1, 2)
+                      for p in (attention.key, attention.value))
+        cross.append((key, value))
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache(ddp_cache_data=cross))
+    model.text_decoder(ids[:, :2], None, None, cache=cache)
+    got = model.text_decoder(ids[:, 2:], None, None, cache=cache)[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cross-attention needs encoder_hidden_states"):
+        model.text_decoder(ids, None, None, cache=EncoderDecoderCache(DynamicCache(), DynamicCache()))
