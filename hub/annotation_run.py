@@ -41,9 +41,6 @@ DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 def add_sharded_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of sharded annotation, added to ``tag2text caption``."""
-    for action in parser._actions:  # the positional images become optional: --shards etc. can replace them
-        if action.dest == "images" and action.nargs == "+":
-            action.nargs = "*"
     group = parser.add_argument_group("annotating datasets (sharded, resumable; with --output-dir)")
     group.add_argument("--output-dir", default=None,
                        help="write shards part-RANKofWORLD-NNNNN.jsonl (or .parquet) and manifest.json here")

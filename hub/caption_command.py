@@ -34,7 +34,9 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory or Hub repo id (owner/name)")
-    parser.add_argument("images", nargs="+", help="image files or directories (searched recursively)")
+    # Optional here: --shards, --parquet or --dataset can replace them (the sharded run reports a missing input).
+    parser.add_argument("images", nargs="*",
+                        help="image files or directories (searched recursively); or --shards, --parquet, --dataset")
     parser.add_argument("--tags", default=None, help='steer every caption with these tags, e.g. "dog | grass"')
     parser.add_argument("--threshold", type=probability, default=None,
                         help="tagging threshold in [0, 1] for every class (default: the model's per-class values)")

