@@ -29,7 +29,7 @@ def caption_batch(model, images, tags=None, threshold=None, generate_kwargs=None
 
 
 def run(args) -> int:
-    from tag2text.onnx import OnnxModelError, OnnxTag2Text, load_rgb_image
+    from tag2text.onnx import ImageInputError, OnnxModelError, OnnxTag2Text, to_rgb_image
 
     from .caption_command import _check_max_length, generation_options, write_captions
     from .cli_args import output_file
@@ -65,7 +65,7 @@ def run(args) -> int:
     generate_kwargs = generation_options(args.num_beams, args.max_length, prompt_length,
                                          model.generation_config.get("min_new_tokens"))
     return write_captions(
-        args, paths, lambda path: load_rgb_image(str(path)), OnnxModelError,
+        args, paths, lambda path: to_rgb_image(str(path)), ImageInputError,
         lambda images: caption_batch(model, images, args.tags, args.threshold, generate_kwargs),
         desc="captioning (onnx)", backend=", onnxruntime",
     )

@@ -52,46 +52,19 @@ class OnnxExportReport:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Traceability workarounds (remove once the model-contract change is on main)
-# ----------------------------------------------------------------------------------------------------------------
-# Until the model skips its CPU fast paths under tracing by itself, two things block torch.export here:
-# 1. Tag2TextLinear takes a packed oneDNN path (weight.data_ptr(), mkldnn._linear_pointwise) in CPU inference
-#    without grad, and Tag2TextLayer / Tag2TextModel split CPU inference into slices; all three only run when
-#    grad is disabled, so tracing under torch.enable_grad() takes the plain nn.functional.linear path.
-# 2. Tag2TextTextEmbeddings.forward checks int(position_ids.max()), a data-dependent value; _text_embeddings
-#    computes the same sum from the module's own sub-modules without that check.
-
-
-def _tracing():
-    import torch
-
-    return torch.enable_grad()
-
-
-def _text_embeddings(embeddings, input_ids, past_length):
-    import torch
-
-    length = input_ids.shape[1]
-    positions = torch.arange(length, device=input_ids.device)[None, :] + past_length
-    summed = embeddings.word_embeddings(input_ids) + embeddings.position_embeddings(positions)
-    return embeddings.dropout(embeddings.LayerNorm(summed))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Graph wrappers
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def _wrappers():
-    """The three export modules (built here so that importing this file does not import torch)."""
-    import torch
+    """The three export modules (built here so that importing this file does not import torch).
+
+    Each runs the model's own modules as a user's inference does; under the exporter the model steps aside from
+    its CPU inference shortcuts by itself (see ``is_tracing`` in ``modeling_tag2text_text``). The decoder step
+    passes its past and the cross keys and values through the model's cache objects, as generation does.
+    """
     from torch import nn
-
-    from tag2text.modeling_tag2text_text import eager_attention, extended_self_attention_mask
-
-    def heads(states, num_heads):
-        batch, length, width = states.shape
-        return states.view(batch, length, num_heads, width // num_heads).transpose(1, 2)
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
     class Tagger(nn.Module):
         def __init__(self, model):
@@ -103,28 +76,26 @@ def _wrappers():
             return self.model.get_tag_logits(image_embeds), image_embeds
 
     class TextEncoder(nn.Module):
+        """The interaction encoder, then each decoder layer's cross-attention keys and values of its states: what
+        the PyTorch decoder's cross-attention cache holds after its first step."""
+
         def __init__(self, model):
             super().__init__()
             self.model = model
 
         def forward(self, image_embeds, tag_input_ids, tag_attention_mask):
-            text_encoder = self.model.text_encoder
-            embeddings = _text_embeddings(text_encoder.embeddings, tag_input_ids, 0)
-            mask = extended_self_attention_mask(tag_attention_mask, tag_input_ids.shape[1], False, embeddings.dtype)
-            states, _, _, _ = text_encoder.encoder(embeddings, mask, image_embeds, mode="multimodal")
+            states = self.model.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)[0]
             cross = []
             for layer in self.model.text_decoder.bert.encoder.layer:
                 attention = layer.crossattention.self
-                cross.append(heads(attention.key(states), attention.num_attention_heads))
-                cross.append(heads(attention.value(states), attention.num_attention_heads))
+                cross.append(attention._heads(attention.key(states), attention.num_attention_heads))
+                cross.append(attention._heads(attention.value(states), attention.num_attention_heads))
             return (states, *cross)
 
     class TextDecoderStep(nn.Module):
-        """One causal step of the decoder over new tokens, with the self-attention cache passed in and out.
-
-        The layer arithmetic is Tag2TextLayer's in ``multimodal`` mode, with the cross-attention keys and values
-        taken from the inputs (the encoder graph computed them), as the PyTorch cache does after its first step.
-        """
+        """One causal step of the decoder over new tokens: the past self-attention keys and values and the cross
+        keys and values go in as the model's cache, the keys and values with this step appended come out. The
+        language-model head runs on the last position only (the only one generation reads)."""
 
         def __init__(self, model):
             super().__init__()
@@ -132,31 +103,14 @@ def _wrappers():
             self.num_layers = len(self.decoder.bert.encoder.layer)
 
         def forward(self, input_ids, *caches):
-            past = caches[: 2 * self.num_layers]
-            cross = caches[2 * self.num_layers:]
-            past_length = past[0].shape[2]
-            hidden = _text_embeddings(self.decoder.bert.embeddings, input_ids, past_length)
-            batch, length = input_ids.shape
-            ones = torch.ones(batch, past_length + length, dtype=torch.long, device=input_ids.device)
-            mask = extended_self_attention_mask(ones, length, True, hidden.dtype)
-            presents = []
-            for index, layer in enumerate(self.decoder.bert.encoder.layer):
-                attention = layer.attention.self
-                num_heads = attention.num_attention_heads
-                query = heads(attention.query(hidden), num_heads)
-                key = torch.cat([past[2 * index], heads(attention.key(hidden), num_heads)], dim=2)
-                value = torch.cat([past[2 * index + 1], heads(attention.value(hidden), num_heads)], dim=2)
-                presents += [key, value]
-                attended, _ = eager_attention(attention, query, key, value, mask, scaling=query.shape[-1] ** -0.5)
-                hidden = layer.attention.output(attended.reshape(batch, length, -1), hidden)
-                cross_attention = layer.crossattention.self
-                query = heads(cross_attention.query(hidden), num_heads)
-                attended, _ = eager_attention(cross_attention, query, cross[2 * index], cross[2 * index + 1], None,
-                                              scaling=query.shape[-1] ** -0.5)
-                hidden = layer.crossattention.output(attended.reshape(batch, length, -1), hidden)
-                hidden = layer.output(layer.intermediate(hidden), hidden)
+            layers = self.num_layers
+            past, cross = caches[: 2 * layers], caches[2 * layers:]
+            self_cache = DynamicCache(ddp_cache_data=[(past[2 * i], past[2 * i + 1]) for i in range(layers)])
+            cross_cache = DynamicCache(ddp_cache_data=[(cross[2 * i], cross[2 * i + 1]) for i in range(layers)])
+            cache = EncoderDecoderCache(self_cache, cross_cache)  # cross layers filled: marked as projected
+            hidden = self.decoder.bert(input_ids, None, None, cache=cache, is_decoder=True, mode="multimodal")[0]
             logits = self.decoder.cls(hidden[:, -1:, :])[:, 0, :]
-            return (logits, *presents)
+            return (logits, *[state for layer in self_cache.layers for state in (layer.keys, layer.values)])
 
     return Tagger, TextEncoder, TextDecoderStep
 
@@ -185,7 +139,7 @@ def _load(model_dir_or_repo):
 def _export_graph(module, args, path, input_names, output_names, dynamic_shapes, opset):
     import torch
 
-    with _tracing():
+    with torch.no_grad():  # as inference runs; the model leaves its CPU shortcuts to eager calls by itself
         program = torch.onnx.export(
             module,
             args,

@@ -282,6 +282,9 @@ class Tag2TextAttentionProjections(nn.Module):
                 key = cross_cache.cross_attention_cache.layers[self.layer_idx].keys
                 value = cross_cache.cross_attention_cache.layers[self.layer_idx].values
             else:
+                if encoder_hidden_states is None:  # a filled cross-attention cache (above) needs none
+                    raise ValueError("cross-attention needs encoder_hidden_states (or a cache that holds their keys "
+                                     "and values)")
                 key = self._heads(self.key(encoder_hidden_states), num_heads)
                 value = self._heads(self.value(encoder_hidden_states), num_heads)
                 if cross_cache is not None:
@@ -386,8 +389,6 @@ class Tag2TextLayer(GradientCheckpointingLayer):
                 hidden_states, attention_mask, cache=cache, output_attentions=output_attentions
             )
         if mode != "text":
-            if encoder_hidden_states is None:
-                raise ValueError(f"mode={mode!r} cross-attends and needs encoder_hidden_states")
             hidden_states, cross_weights = self.crossattention(
                 hidden_states,
                 None,

@@ -25,17 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The image conversion of the PyTorch processor (numpy and PIL only); its ImageInputError is this runtime's too.
+from .processing.image_loading import ImageInputError, pixel_array, to_rgb_image
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "onnx_config.json"
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 # Generation settings this runtime implements; any other non-default value in generation_config.json is refused.
 _DEFAULTS = {"do_sample": False, "num_return_sequences": 1, "no_repeat_ngram_size": 0, "bad_words_ids": None,
              "forced_bos_token_id": None, "forced_eos_token_id": None, "suppress_tokens": None,
@@ -44,7 +40,11 @@ _DEFAULTS = {"do_sample": False, "num_return_sequences": 1, "no_repeat_ngram_siz
 
 
 class OnnxModelError(ValueError):
-    """An export directory or an input that the runtime cannot use; the message names it."""
+    """An export directory or an input that the runtime cannot use; the message names it.
+
+    Images that cannot be read raise :class:`ImageInputError` instead, the error of the PyTorch processor (the same
+    class, from ``tag2text.processing``), so that one ``except`` serves both backends; both are ``ValueError``.
+    """
 
 
 @dataclass
@@ -57,76 +57,6 @@ class OnnxTagOutput:
 
     def as_dict(self) -> dict:
         return {"tags": list(self.tags), "tag_ids": list(self.tag_ids), "scores": list(self.scores)}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Images (the conversions of tag2text.processing.image_processing_tag2text, which needs transformers)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
-    array = np.asarray(image, dtype=np.float64)
-    if image.mode == "F":
-        low, high = float(np.nanmin(array)), float(np.nanmax(array))
-        array = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-    elif array.max(initial=0) > 255:
-        array = array / 257.0 if array.max() <= 65535 else array / array.max() * 255.0
-    return Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8), mode="L").convert("RGB")
-
-
-def _array_to_image(array: np.ndarray, label: str) -> Image.Image:
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        array = np.transpose(array, (1, 2, 0))
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)) or array.size == 0:
-        raise OnnxModelError(f"{label}: array of shape {array.shape} is not an image (H, W[, 1|3|4])")
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all():
-            raise OnnxModelError(f"{label}: array holds NaN or infinite values")
-        scale = 255.0 if array.max() <= 1.0 and array.min() >= 0.0 else 1.0
-        array = np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
-    elif array.dtype == np.uint16:
-        array = np.rint(array / 257.0).astype(np.uint8)
-    elif array.dtype == np.bool_:
-        array = array.astype(np.uint8) * 255
-    elif array.dtype != np.uint8:
-        if array.min() < 0 or array.max() > 255:
-            raise OnnxModelError(f"{label}: integer array values outside [0, 255] ({array.dtype})")
-        array = array.astype(np.uint8)
-    return Image.fromarray(array)
-
-
-def load_rgb_image(item, index: int = 0) -> Image.Image:
-    """An RGB PIL image, EXIF orientation applied, from a path, a PIL image or an (H, W[, C]) array."""
-    label = f"image {index} ({os.fspath(item)!r})" if isinstance(item, (str, os.PathLike)) else \
-        f"image {index} ({type(item).__name__})"
-    if isinstance(item, (str, os.PathLike)):
-        path = Path(item)
-        if not path.is_file():
-            raise OnnxModelError(f"{label}: no such file")
-        try:
-            with Image.open(path) as opened:
-                opened.load()
-                image = opened.copy() if opened.mode != "P" else opened.convert("RGBA")
-                image.info.update(opened.info)
-                exif = opened.getexif()
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-            raise OnnxModelError(f"{label}: not a readable image ({error})") from error
-    elif isinstance(item, Image.Image):
-        image, exif = item, item.getexif()
-    elif isinstance(item, np.ndarray):
-        image, exif = _array_to_image(item, label), None
-    else:
-        raise OnnxModelError(f"{label}: expected a file path, a PIL image or a numpy array")
-    if exif and exif.get(0x0112, 1) != 1:
-        image = ImageOps.exif_transpose(image)
-    try:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            return _sixteen_bit_to_rgb(image)
-        return image if image.mode == "RGB" else image.convert("RGB")
-    except (OSError, ValueError) as error:
-        raise OnnxModelError(f"{label}: cannot convert mode {image.mode!r} to RGB ({error})") from error
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -174,8 +104,12 @@ class OnnxTag2Text:
         self.tag_separator_token_ids = config["tag_separator_token_ids"]
         self.image_size = int(image_settings["size"])
         self.resample = image_settings.get("resample", "bilinear")
-        self.image_mean = np.asarray(image_settings["image_mean"], dtype=np.float32)
-        self.image_std = np.asarray(image_settings["image_std"], dtype=np.float32)
+        # The processor's settings as Tag2TextImageProcessor reads them (its defaults where a key is absent).
+        self.rescale_factor = (float(image_settings.get("rescale_factor", 1 / 255))
+                               if image_settings.get("do_rescale", True) else None)
+        normalize = image_settings.get("do_normalize", True)
+        self.image_mean = list(image_settings["image_mean"]) if normalize else None
+        self.image_std = list(image_settings["image_std"]) if normalize else None
         self.tokenizer = tokenizer
         self._check_generation_config()
 
@@ -239,13 +173,11 @@ class OnnxTag2Text:
         else:
             items = [images]
         if not items:
-            raise OnnxModelError("no images were given")
+            raise ImageInputError("no images were given")
         arrays = []
         for index, item in enumerate(items):
-            resized = load_rgb_image(item, index).resize((self.image_size, self.image_size),
-                                                         resample=_RESAMPLE[self.resample])
-            array = np.asarray(resized, dtype=np.float32) / 255.0
-            arrays.append(((array - self.image_mean) / self.image_std).transpose(2, 0, 1))
+            arrays.append(pixel_array(to_rgb_image(item, index), self.image_size, self.image_size, self.resample,
+                                      self.rescale_factor, self.image_mean, self.image_std))
         return np.stack(arrays)
 
     def _pixels(self, images, pixel_values):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "ImageInputError": ".image_processing_tag2text",
+    "ImageInputError": ".image_loading",  # numpy and PIL only: no transformers for the image conversion
     "Tag2TextImageProcessor": ".image_processing_tag2text",
-    "to_rgb_image": ".image_processing_tag2text",
+    "to_rgb_image": ".image_loading",
     "Tag2TextProcessor": ".processing_tag2text",
     "add_tag2text_tokens": ".processing_tag2text",
     "build_tokenizer": ".processing_tag2text",

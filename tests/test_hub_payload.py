@@ -22,6 +22,7 @@ PAYLOAD = {
     "pipeline_tag2text.py",
     "processing_tag2text.py",
     "image_processing_tag2text.py",
+    "image_loading.py",
     "text_conventions.py",
 }
 

@@ -21,6 +21,8 @@ from tag2text.hub import export_onnx
 from tag2text.hub.cli import main
 from tag2text.hub.model_source import ModelSourceError
 from tag2text.onnx import OnnxModelError, OnnxTag2Text
+from tag2text.processing import ImageInputError
+from test_image_loading import awkward_files
 
 ATOL = 1e-4
 
@@ -112,13 +114,19 @@ def test_preprocessing_equals_the_image_processor(setup, tmp_path):
     exif[0x0112] = 6
     path = tmp_path / "rotated.jpg"
     rotated.save(path, exif=exif)
-    inputs = [base, base.convert("RGBA"), base.convert("L"), base.convert("P"), str(path),
+    inputs = [base, base.convert("RGBA"), base.convert("L"), base.convert("P"), str(path), path.read_bytes(),
               np.asarray(base), np.asarray(base.convert("L")).astype(np.uint16) * 200]
+    inputs += [str(file) for file, _ in awkward_files(tmp_path).values()]
     for item in inputs:
         expected = processor(images=item)["pixel_values"].numpy()
         assert np.array_equal(runtime.preprocess(item), expected), type(item)
-    with pytest.raises(OnnxModelError, match="no such file"):
-        runtime.preprocess(str(tmp_path / "missing.png"))
+    # Unreadable images raise the processor's error class, with the processor's message.
+    for item in (str(tmp_path / "missing.png"), b"no image"):
+        with pytest.raises(ImageInputError) as theirs:
+            processor(images=item)
+        with pytest.raises(ImageInputError) as ours:
+            runtime.preprocess(item)
+        assert str(ours.value) == str(theirs.value) and "image 0 (" in str(ours.value)
 
 
 @torch.no_grad()
@@ -315,3 +323,31 @@ def test_export_command_int8_and_bad_arguments(setup, tmp_path, capsys):
         "tag2text export: error: argument --opset: must be at least 18, got 11",
     ]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@torch.no_grad()
+def test_decoder_reads_the_cross_keys_from_a_filled_cache_without_encoder_states(model):
+    """The decoder graph's contract: after the cache holds the cross-attention keys and values (projected once
+    per image, as the encoder graph outputs them), a step needs no encoder states; without either it refuses."""
+    from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+    text = model.config.text_config
+    generator = torch.Generator().manual_seed(4)
+    states = torch.randn(2, 5, text.hidden_size, generator=generator)
+    ids = torch.randint(5, text.vocab_size, (2, 3), generator=generator)
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+    model.text_decoder(ids[:, :2], None, states, cache=cache)
+    want = model.text_decoder(ids[:, 2:], None, states, cache=cache)[0]
+    cross = []
+    for layer in model.text_decoder.bert.encoder.layer:  # the projections, computed here by hand
+        attention = layer.crossattention.self
+        heads = attention.num_attention_heads
+        key, value = (torch.nn.functional.linear(states, p.weight, p.bias).view(2, 5, heads, -1).transpose(1, 2)
+                      for p in (attention.key, attention.value))
+        cross.append((key, value))
+    cache = EncoderDecoderCache(DynamicCache(), DynamicCache(ddp_cache_data=cross))
+    model.text_decoder(ids[:, :2], None, None, cache=cache)
+    got = model.text_decoder(ids[:, 2:], None, None, cache=cache)[0]
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cross-attention needs encoder_hidden_states"):
+        model.text_decoder(ids, None, None, cache=EncoderDecoderCache(DynamicCache(), DynamicCache()))

@@ -3,7 +3,6 @@ the run (``fail_fast``)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
@@ -11,7 +10,7 @@ from collections import Counter
 
 from PIL import Image
 
-from ..processing import ImageInputError, to_rgb_image
+from ..processing.image_loading import ImageInputError, to_rgb_image
 
 logger = logging.getLogger(__name__)
 
@@ -46,18 +45,11 @@ class ImageLoader:
         try:
             if isinstance(source, dict):
                 data, path = source.get("bytes"), source.get("path")
-                source = io.BytesIO(data) if data is not None else path
+                source = data if data is not None else path
                 if source is None:
                     raise ImageInputError("neither bytes nor path")
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                source = io.BytesIO(bytes(source))
-            if isinstance(source, io.BytesIO):
-                with Image.open(source) as opened:
-                    opened.load()
-                    image = to_rgb_image(opened.copy())
-            else:
-                image = to_rgb_image(source)
-        except (ImageInputError, OSError, ValueError, Image.DecompressionBombError) as error:
+            image = to_rgb_image(source)  # paths, encoded bytes and PIL images alike
+        except ImageInputError as error:
             kind = "missing" if isinstance(source, (str, os.PathLike)) and not os.path.exists(source) else "corrupt"
             self._fail(kind, label, error)
             return None
