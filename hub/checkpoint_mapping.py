@@ -235,7 +235,11 @@ def convert_state_dict(original: dict, expected_shapes: dict) -> ConversionResul
                 put("text_decoder.bert." + sub, tensor, key)
         elif key == "text_decoder.cls.predictions.decoder.bias":
             bias = original.get("text_decoder.cls.predictions.bias")
-            if bias is None or bias.shape != tensor.shape or not torch.equal(bias, tensor):
+            # One tensor under both names (a torch.load of the tied original) is tied whatever its values (NaN
+            # compares unequal to itself); separate copies (e.g. from safetensors) must hold equal values.
+            same = bias is not None and (bias is tensor or (
+                bias.shape == tensor.shape and bias.data_ptr() == tensor.data_ptr() and bias.stride() == tensor.stride()))
+            if not same and (bias is None or bias.shape != tensor.shape or not torch.equal(bias, tensor)):
                 raise CheckpointConversionError(
                     "text_decoder.cls.predictions.decoder.bias differs from text_decoder.cls.predictions.bias; "
                     "the original ties them and this model keeps one bias"

@@ -162,6 +162,20 @@ def test_tied_tensors_must_agree(original, shapes):
         convert_state_dict(both, shapes)
 
 
+def test_one_tensor_under_both_tied_names_converts_even_with_nan(original, shapes):
+    """torch.load keeps the original's tie as one tensor under two names; NaN in it (as in uninitialised
+    memory) compares unequal to itself, yet the two names are the same tensor and so agree."""
+    bias = original["text_decoder.cls.predictions.bias"].clone()
+    bias[0] = float("nan")
+    tied = dict(original, **{"text_decoder.cls.predictions.bias": bias,
+                             "text_decoder.cls.predictions.decoder.bias": bias})
+    result = convert_state_dict(tied, shapes)
+    assert "text_decoder.cls.predictions.decoder.bias" in result.dropped_keys
+    separate = dict(tied, **{"text_decoder.cls.predictions.decoder.bias": bias.clone()})
+    with pytest.raises(CheckpointConversionError, match="decoder.bias"):
+        convert_state_dict(separate, shapes)  # separate copies must hold equal values; NaN never does
+
+
 def test_strict_load_accepts_only_the_new_parameters_as_missing(original, tiny_original_config, shapes):
     result = convert_state_dict(original, shapes)
     model = Tag2TextForCaptioning(tiny_original_config)
