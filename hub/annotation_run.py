@@ -273,17 +273,13 @@ def run_sharded(args) -> int:
 
     from . import annotation_writer as writer_module
     from .annotation_sources import collect_items
-    from .caption_command import _check_max_length, unknown_steering_tags_warning
-    from .model_source import load_config, load_model, load_processor, resolve_model_source
+    from .caption_command import load_caption_setup
+    from .model_source import load_model, resolve_model_source
 
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     _check_arguments(args)
     source = resolve_model_source(args.model)
-    config = load_config(source)
-    if args.max_length is not None:
-        _check_max_length(args.max_length, len(config.prompt_token_ids or []))
-    processor = load_processor(source, prompt=config.prompt)
-    warning = unknown_steering_tags_warning(args.tags, config, processor.tokenizer)
+    config, processor, warning = load_caption_setup(source, args)
     if warning:
         logger.warning("%s", warning)
     items, tables = collect_items(args)

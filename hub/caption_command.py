@@ -152,13 +152,9 @@ def run(args) -> int:
 
     from tag2text.processing import ImageInputError, to_rgb_image
 
-    from .model_source import load_config, load_model, load_processor
+    from .model_source import load_model
 
-    config = load_config(source)
-    if args.max_length is not None:
-        _check_max_length(args.max_length, len(config.prompt_token_ids or []))
-    processor = load_processor(source, prompt=config.prompt)
-    warning = unknown_steering_tags_warning(args.tags, config, processor.tokenizer)
+    config, processor, warning = load_caption_setup(source, args)
     if warning:
         print(f"tag2text caption: warning: {warning}", file=sys.stderr)
 
@@ -169,6 +165,18 @@ def run(args) -> int:
         args, paths, lambda path: to_rgb_image(str(path)), ImageInputError,
         lambda images: caption_batch(model, processor, images, args.tags, args.threshold, generate_kwargs),
     )
+
+
+def load_caption_setup(source, args):
+    """(config, processor, unknown-steering-tags warning or None) of a model source, ``--max-length`` checked
+    against its prompt: what every caption path (torch, sharded run) needs before it loads the weights."""
+    from .model_source import load_config, load_processor
+
+    config = load_config(source)
+    if args.max_length is not None:
+        _check_max_length(args.max_length, len(config.prompt_token_ids or []))
+    processor = load_processor(source, prompt=config.prompt)
+    return config, processor, unknown_steering_tags_warning(args.tags, config, processor.tokenizer)
 
 
 def unknown_steering_tags_warning(tags, config, tokenizer) -> str | None:
