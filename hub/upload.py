@@ -16,7 +16,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 PAYLOAD_FILES = (
-    "configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py", "generation_original.py"
+    "configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py", "generation_original.py",
+    "tag_output.py",
 )
 PIPELINE_FILE = "pipeline_tag2text.py"
 PROCESSOR_FILES = ("processor_config.json",)

@@ -24,6 +24,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_original import original_beam_search
+from .tag_output import Tag2TextTagOutput
 from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
@@ -115,18 +116,6 @@ class Tag2TextForCaptioningOutput(ModelOutput):
     cross_attentions: tuple | None = None
     vision_hidden_states: tuple | None = None
     vision_attentions: tuple | None = None
-
-
-@dataclass
-class Tag2TextTagOutput:
-    """Tags of one image: names, class indices and probabilities, in class-index order."""
-
-    tags: list
-    tag_ids: list
-    scores: list
-
-    def as_dict(self) -> dict:
-        return {"tags": list(self.tags), "tag_ids": list(self.tag_ids), "scores": list(self.scores)}
 
 
 # ----------------------------------------------------------------------------------------------------------------

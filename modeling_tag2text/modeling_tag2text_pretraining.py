@@ -359,6 +359,10 @@ class Tag2TextForPreTrainingOutput(ModelOutput):
         itm_labels: (pairs,) 1 for a matching pair, 0 for a hard negative.
         image_embeds: (batch, 1 + patches, vision width).
         image_features / text_features: (batch, image_text_hidden_size) L2-normalised ITC projections.
+        hidden_states / attentions / cross_attentions: of the text decoder over the caption, on request
+            (``output_hidden_states`` / ``output_attentions``, or the config's values), as
+            :class:`~.modeling_tag2text.Tag2TextForCaptioningOutput` has them.
+        vision_hidden_states / vision_attentions: of the vision tower, on request.
     """
 
     loss: torch.FloatTensor | None = None
@@ -375,6 +379,11 @@ class Tag2TextForPreTrainingOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     image_features: torch.FloatTensor | None = None
     text_features: torch.FloatTensor | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    cross_attentions: tuple | None = None
+    vision_hidden_states: tuple | None = None
+    vision_attentions: tuple | None = None
 
 
 class Tag2TextForPreTraining(Tag2TextForCaptioning):
@@ -410,6 +419,8 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
         sample_ids: torch.LongTensor | None = None,
         loss_weights: Tag2TextLossWeights | Mapping | None = None,
         encoder_hidden_states: torch.FloatTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ):
@@ -429,6 +440,9 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 ``[ENC]`` in place of their first token); it shares ``text_attention_mask``.
             sample_ids: (batch,) ids of the images; ITC counts pairs with equal ids as positives.
             loss_weights: :class:`Tag2TextLossWeights` or a mapping of it (default all 1, tag scale ``"lm"``).
+            output_attentions / output_hidden_states: also return the text decoder's and the vision tower's
+                attentions / hidden states (default: the config's values). The decoder runs whenever caption
+                ``input_ids`` are given and the LM weight is not 0, with or without ``labels``.
             encoder_hidden_states: given, the call is one decoding step of
                 :meth:`Tag2TextForCaptioning.forward` (what ``generate`` does); every other argument then
                 means what it means there.
@@ -443,39 +457,50 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
             return super().forward(
                 pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                 tag_input_ids=tag_input_ids, tag_attention_mask=tag_attention_mask, labels=labels,
-                tag_labels=tag_labels, encoder_hidden_states=encoder_hidden_states, return_dict=return_dict, **kwargs,
+                tag_labels=tag_labels, encoder_hidden_states=encoder_hidden_states,
+                output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                return_dict=return_dict, **kwargs,
             )
         # Nothing is dropped silently: an argument this forward has no use for must be unset (None/False).
         unexpected = sorted(k for k, v in kwargs.items() if v is not None and v is not False)
         if unexpected:
             raise TypeError(f"Tag2TextForPreTraining.forward got unexpected arguments {unexpected}")
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        requested_hidden_states = output_hidden_states
+        output_attentions, output_hidden_states, return_dict = self._output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
         weights = Tag2TextLossWeights.coerce(loss_weights)
-        image_embeds = self.get_image_embeddings(pixel_values)
+        image_embeds, vision = self.get_vision_outputs(pixel_values, output_attentions, output_hidden_states)
         batch_size = image_embeds.shape[0]
         components = {}
 
         wants_tag_loss = tag_labels is not None and weights.active("tag")
         # The released rescaling of the tagging loss needs the LM loss's value even when LM itself weighs 0.
         wants_lm = labels is not None and (weights.active("lm") or (wants_tag_loss and weights.tag_scale == "lm"))
+        if wants_lm and input_ids is None:
+            raise ValueError("labels were given without the caption input_ids")
+        # Without labels the decoder still gives its logits (and hidden states) for the caption it was given.
+        wants_decoder = wants_lm or (input_ids is not None and labels is None and weights.active("lm"))
         tag_logits = None
-        if wants_tag_loss or (wants_lm and tag_input_ids is None):
+        if wants_tag_loss or (wants_decoder and tag_input_ids is None):
             tag_logits = self.get_tag_logits(image_embeds)
         if wants_tag_loss:
             components["tag"] = self.tagging_loss(tag_logits, tag_labels)
 
-        logits = None
-        if wants_lm:
-            if input_ids is None:
-                raise ValueError("labels were given without the caption input_ids")
+        logits = decoded = None
+        if wants_decoder:
             if tag_input_ids is None:
                 tag_input_ids, tag_attention_mask = self.build_tag_input_ids(
                     self.select_tags(tag_logits.detach()), device=image_embeds.device
                 )
             states = self.encode_tags(tag_input_ids, tag_attention_mask, image_embeds)[0]
             decoded = super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                                      encoder_hidden_states=states, use_cache=False, return_dict=True)
-            components["lm"] = decoded.loss_lm
+                                      encoder_hidden_states=states, use_cache=False,
+                                      output_attentions=output_attentions,
+                                      output_hidden_states=requested_hidden_states if output_hidden_states else False,
+                                      return_dict=True)
+            if decoded.loss_lm is not None:
+                components["lm"] = decoded.loss_lm
             logits = decoded.logits
 
         contrastive = matching = None
@@ -516,6 +541,11 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
             image_embeds=image_embeds,
             image_features=image_feats,
             text_features=text_feats,
+            hidden_states=decoded.hidden_states if decoded is not None else None,
+            attentions=decoded.attentions if decoded is not None else None,
+            cross_attentions=decoded.cross_attentions if decoded is not None else None,
+            vision_hidden_states=vision.hidden_states if vision is not None else None,
+            vision_attentions=vision.attentions if vision is not None else None,
         )
         return output if return_dict else output.to_tuple()
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 # The image conversion of the PyTorch processor (numpy and PIL only); its ImageInputError is this runtime's too.
 from .processing.image_loading import ImageInputError, pixel_array, to_rgb_image
+from .tag_output import Tag2TextTagOutput
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +45,6 @@ class OnnxModelError(ValueError):
     Images that cannot be read raise :class:`ImageInputError` instead, the error of the PyTorch processor (the same
     class, from ``tag2text.processing``), so that one ``except`` serves both backends; both are ``ValueError``.
     """
-
-
-@dataclass
-class OnnxTagOutput:
-    """Tags of one image: names, class indices and probabilities, in class-index order."""
-
-    tags: list
-    tag_ids: list
-    scores: list
-
-    def as_dict(self) -> dict:
-        return {"tags": list(self.tags), "tag_ids": list(self.tag_ids), "scores": list(self.scores)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -224,7 +212,7 @@ class OnnxTag2Text:
         logits, _ = self.tag_logits(images, pixel_values)
         probs = _sigmoid(logits)
         return [
-            OnnxTagOutput(tags=[self.tag_names[i] for i in ids], tag_ids=ids, scores=[float(row[i]) for i in ids])
+            Tag2TextTagOutput(tags=[self.tag_names[i] for i in ids], tag_ids=ids, scores=[float(row[i]) for i in ids])
             for row, ids in zip(probs, self.select_tags(logits, threshold, not include_excluded))
         ]
 

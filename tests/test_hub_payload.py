@@ -24,6 +24,7 @@ PAYLOAD = {
     "image_processing_tag2text.py",
     "image_loading.py",
     "text_conventions.py",
+    "tag_output.py",
 }
 
 

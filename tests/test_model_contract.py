@@ -225,7 +225,7 @@ def test_released_constants_are_defined_once():
 
 
 MODELING_FILES = ("configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py",
-                  "generation_original.py", "pipeline_tag2text.py", "text_conventions.py")
+                  "generation_original.py", "pipeline_tag2text.py", "text_conventions.py", "tag_output.py")
 
 
 @pytest.mark.parametrize("name", MODELING_FILES)

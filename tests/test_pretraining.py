@@ -200,6 +200,69 @@ def test_trainer_loss_is_the_weighted_sum_of_the_forward(setup, tmp_path):
     assert trainer.last_itc_global_batch == 6
 
 
+def test_hidden_states_and_attentions_on_request(setup):
+    """output_hidden_states / output_attentions (call or config) give the decoder's states over the caption and
+    the vision tower's, as transformers' own Swin computes them; the losses do not change."""
+    captioning, model = _models(setup)
+    batch = _batch(setup, model.config, count=3)
+    inputs = _inputs(batch)
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        plain = model(**inputs)
+    assert plain.hidden_states is plain.attentions is plain.vision_hidden_states is None
+    torch.manual_seed(SEED)
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True, output_attentions=True)
+        swin = model.vision_model(pixel_values=batch["pixel_values"], output_hidden_states=True,
+                                  output_attentions=True)
+        # the decoder's states over the caption, given the same tags, from the captioning model
+        decoded = captioning(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                             attention_mask=batch["attention_mask"], tag_input_ids=batch["tag_input_ids"],
+                             tag_attention_mask=batch["tag_attention_mask"], output_hidden_states=True,
+                             output_attentions=True)
+    for name in NAMES:
+        assert float(out[f"loss_{name}"]) == pytest.approx(float(plain[f"loss_{name}"]), abs=1e-6), name
+    text = model.config.text_config
+    length = batch["input_ids"].shape[1]
+    assert len(out.hidden_states) == text.num_hidden_layers + 1
+    assert all(h.shape == (3, length, text.hidden_size) for h in out.hidden_states)
+    assert len(out.attentions) == len(out.cross_attentions) == text.num_hidden_layers
+    assert out.attentions[0].shape == (3, text.num_attention_heads, length, length)
+    for got, want in zip(out.hidden_states + out.attentions + out.cross_attentions,
+                         decoded.hidden_states + decoded.attentions + decoded.cross_attentions):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert len(out.vision_hidden_states) == len(swin.hidden_states)
+    for got, want in zip(out.vision_hidden_states + out.vision_attentions, swin.hidden_states + swin.attentions):
+        torch.testing.assert_close(got, want)
+    # The config's flags count when the call gives none; tuple output keeps every field in order.
+    model.config.output_hidden_states = True
+    try:
+        with torch.no_grad():
+            by_config = model(**inputs, loss_weights={"itc": 0, "itm": 0})
+            as_tuple = model(**inputs, loss_weights={"itc": 0, "itm": 0}, return_dict=False)
+    finally:
+        model.config.output_hidden_states = False
+    assert len(by_config.hidden_states) == text.num_hidden_layers + 1 and by_config.attentions is None
+    assert len(as_tuple) == len(by_config.to_tuple())
+    torch.testing.assert_close(as_tuple[-1][0], by_config.vision_hidden_states[0])
+
+
+def test_caption_without_labels_gives_decoder_logits(setup):
+    """A caption without labels still runs the decoder: its logits, no LM loss (ITC/ITM from the caption)."""
+    captioning, model = _models(setup)
+    batch = _batch(setup, model.config, count=2)
+    inputs = {k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "tag_input_ids",
+                                    "tag_attention_mask")}
+    with torch.no_grad():
+        out = model(**inputs)
+        want = captioning(**inputs).logits
+    assert out.loss_lm is None and out.loss_itc is not None
+    torch.testing.assert_close(out.logits, want, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        skipped = model(**inputs, loss_weights={"lm": 0})
+    assert skipped.logits is None and skipped.hidden_states is None
+
+
 def test_loads_a_captioning_checkpoint_and_saves_one(setup, tmp_path):
     captioning, _ = _models(setup)
     captioning.save_pretrained(tmp_path / "captioning")
@@ -260,8 +323,8 @@ def test_bad_loss_weights_and_missing_inputs_are_named(setup):
     with pytest.raises(ValueError, match="\\['sample_ids'\\] belong to the pre-training losses"):
         model(input_ids=batch["input_ids"], encoder_hidden_states=torch.zeros(2, 3, model.config.text_config.hidden_size),
               sample_ids=batch["sample_ids"])
-    with pytest.raises(TypeError, match="unexpected arguments \\['output_attentions'\\]"):
-        model(**_inputs(batch), output_attentions=True)
+    with pytest.raises(TypeError, match="unexpected arguments \\['use_cache'\\]"):
+        model(**_inputs(batch), use_cache=True)  # a training forward keeps no cache
 
 
 DDP_SCRIPT = textwrap.dedent(
