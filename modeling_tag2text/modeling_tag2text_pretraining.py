@@ -497,7 +497,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
             decoded = super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                                       encoder_hidden_states=states, use_cache=False,
                                       output_attentions=output_attentions,
-                                      output_hidden_states=requested_hidden_states if output_hidden_states else False,
+                                      output_hidden_states=requested_hidden_states,  # layer indices kept
                                       return_dict=True)
             if decoded.loss_lm is not None:
                 components["lm"] = decoded.loss_lm

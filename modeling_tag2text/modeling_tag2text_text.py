@@ -84,11 +84,10 @@ def _weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
     times slower (108 ms against 20 ms per 94M float32 weights, measured), a fifth of a batch-1 generate call at
     the released size. Half-precision weights are summed as pairs of elements (one 32-bit word each)."""
     weight = weight.detach()
-    if weight.element_size() == 2 and weight.shape[-1] % 2 == 0 and weight.is_contiguous():
+    size = weight.element_size()
+    if size == 4 or (size == 2 and weight.shape[-1] % 2 == 0 and weight.is_contiguous()):
         return weight.view(torch.int32).sum(dim=-1, dtype=torch.int32)
-    if weight.element_size() == 4:
-        return weight.view(torch.int32).sum(dim=-1, dtype=torch.int32)
-    return weight.view({2: torch.int16, 8: torch.int64}.get(weight.element_size(), torch.uint8)).sum(
+    return weight.view({2: torch.int16, 8: torch.int64}.get(size, torch.uint8)).sum(
         dim=-1, dtype=torch.int64)
 
 

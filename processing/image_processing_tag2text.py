@@ -113,7 +113,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
             resample=self.resample if resample is None else resample,
             rescale_factor=(self.rescale_factor if rescale_factor is None else rescale_factor) if rescale else None,
             image_mean=(self.image_mean if image_mean is None else image_mean) if normalize else None,
-            image_std=self.image_std if image_std is None else image_std,
+            image_std=(self.image_std if image_std is None else image_std) if normalize else None,
         )
 
     def preprocess(self, images, return_tensors=None, **kwargs) -> BatchFeature:
