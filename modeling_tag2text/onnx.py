@@ -58,8 +58,25 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def _top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values per row, largest first (ties: lower index first)."""
-    return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    """Indices of the k largest values per row, largest first (ties: lower index first).
+
+    The same indices as ``np.argsort(-values, kind="stable")[:, :k]``, without sorting the whole row: beam search
+    asks for 2 x beams of beams x vocabulary (91,566 per image at the released sizes) every step, and a full sort
+    of those cost more than the decoder step itself at batch 8. A partition finds the k-th largest value; every
+    index at or above it is sorted by (value descending, index ascending). A row where that set is not exactly k
+    (ties at the k-th value, NaN) is sorted whole, so ties resolve as the full sort would.
+    """
+    rows, width = values.shape
+    if k >= width:
+        return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    partition = np.argpartition(-values, k - 1, axis=-1)[:, :k]
+    kth = np.take_along_axis(values, partition, axis=-1).min(axis=-1, keepdims=True)
+    selected = values >= kth
+    if not (selected.sum(axis=-1) == k).all():
+        return np.argsort(-values, axis=-1, kind="stable")[:, :k]
+    row_index, column = np.nonzero(selected)  # row-major: k columns per row, ascending
+    order = np.lexsort((column, -values[row_index, column], row_index))
+    return column[order].reshape(rows, k)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:

@@ -106,6 +106,46 @@ def test_export_writes_the_graphs_with_dynamic_axes_and_the_deployment_files(set
     assert set(setup["report"].files) == {"tagger", "text_encoder", "text_decoder"}
 
 
+def _op_counts(path):
+    counts = {}
+    for node in onnx.load(path).graph.node:
+        key = (node.domain or "ai.onnx", node.op_type)
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+@torch.no_grad()
+def test_default_export_is_fused_and_no_fusion_keeps_standard_ops_with_the_same_outputs(setup, tmp_path):
+    """The default export carries onnxruntime's BiasGelu / SkipLayerNormalization fusions in every graph (one
+    BiasGelu per feed-forward), recorded in the manifest; ``--no-fusion`` writes standard ONNX
+    operators only, and both give the same logits and token ids."""
+    model, fused_dir = setup["model"], setup["export_dir"]
+    config = model.config
+    # GELUs: one per Swin block and tag-head layer; one per encoder layer; one per decoder layer + the LM head's.
+    layers = {"tagger": sum(config.vision_config.depths) + config.tagging_config.num_hidden_layers,
+              "text_encoder": config.text_config.num_hidden_layers,
+              "text_decoder": config.text_config.num_hidden_layers + 1}
+    manifest = json.loads((fused_dir / "onnx_config.json").read_text())
+    for name, layer_count in layers.items():
+        counts = _op_counts(fused_dir / f"{name}.onnx")
+        assert counts.get(("com.microsoft", "BiasGelu"), 0) == layer_count, name
+        assert counts.get(("com.microsoft", "SkipLayerNormalization"), 0) >= layer_count, name
+        assert manifest["fusions"][name]["BiasGelu"] == layer_count
+        assert manifest["fusions"][name]["SkipLayerNormalization"] == counts[("com.microsoft", "SkipLayerNormalization")]
+        assert not any(op == "Erf" for _, op in counts), name  # every GELU was fused
+    plain_dir = tmp_path / "plain"
+    assert main(["export", "--model", str(setup["model_dir"]), "--output-dir", str(plain_dir), "--no-fusion"]) == 0
+    for name in layers:
+        assert {domain for domain, _ in _op_counts(plain_dir / f"{name}.onnx")} == {"ai.onnx"}, name
+    assert json.loads((plain_dir / "onnx_config.json").read_text())["fusions"] == {}
+    plain = OnnxTag2Text.from_pretrained(plain_dir)
+    pixels = setup["pixel_values"].numpy()
+    np.testing.assert_allclose(setup["runtime"].tag_logits(pixel_values=pixels)[0],
+                               plain.tag_logits(pixel_values=pixels)[0], atol=ATOL)
+    np.testing.assert_array_equal(setup["runtime"].generate(pixel_values=pixels, num_beams=3),
+                                  plain.generate(pixel_values=pixels, num_beams=3))
+
+
 def test_preprocessing_equals_the_image_processor(setup, tmp_path):
     processor, runtime = setup["processor"], setup["runtime"]
     base = make_images()[0]
@@ -351,3 +391,24 @@ def test_decoder_reads_the_cross_keys_from_a_filled_cache_without_encoder_states
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="cross-attention needs encoder_hidden_states"):
         model.text_decoder(ids, None, None, cache=EncoderDecoderCache(DynamicCache(), DynamicCache()))
+
+
+def test_beam_top_k_equals_a_full_stable_sort_with_ties_and_nan():
+    """The beam search's partial top-k picks what sorting every row would: value descending, lower index first on
+    ties (the order the parity tests with PyTorch rely on), -inf and NaN included."""
+    from tag2text.onnx import _top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(600):
+        rows, width = int(rng.integers(1, 6)), int(rng.integers(1, 80))
+        k = int(rng.integers(1, width + 1))
+        if trial % 2:  # few distinct values: ties at the k-th value are common
+            values = rng.integers(-3, 3, (rows, width)).astype(np.float32)
+        else:
+            values = rng.standard_normal((rows, width)).astype(np.float32)
+        if trial % 5 == 0:
+            values[0, 0] = -np.inf
+        if trial % 7 == 0:
+            values[-1, -1] = np.nan
+        expected = np.argsort(-values, axis=-1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(_top_k(values, k), expected)
