@@ -70,13 +70,13 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     if k >= width:
         return np.argsort(-values, axis=-1, kind="stable")[:, :k]
     partition = np.argpartition(-values, k - 1, axis=-1)[:, :k]
-    kth = np.take_along_axis(values, partition, axis=-1).min(axis=-1, keepdims=True)
-    selected = values >= kth
-    if not (selected.sum(axis=-1) == k).all():
+    picked = np.take_along_axis(values, partition, axis=-1)
+    kth = picked.min(axis=-1, keepdims=True)
+    if not ((values >= kth).sum(axis=-1) == k).all():
         return np.argsort(-values, axis=-1, kind="stable")[:, :k]
-    row_index, column = np.nonzero(selected)  # row-major: k columns per row, ascending
-    order = np.lexsort((column, -values[row_index, column], row_index))
-    return column[order].reshape(rows, k)
+    # The partition holds exactly the values at or above the k-th: order them by value, then index.
+    order = np.lexsort((partition, -picked), axis=-1)
+    return np.take_along_axis(partition, order, axis=-1)
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -483,7 +483,8 @@ class OnnxTag2Text:
             finished_scores = np.take_along_axis(merged_scores, best, axis=1)
             # g. reorder the cache for the running beams; stop when no image can improve
             beam_index = running_indices[:, :, cur_len - prompt_length].reshape(-1)
-            past = [state[beam_index] for state in past]
+            if not (beam_index == np.arange(beam_index.size)).all():  # copying 2 x layers caches costs ~10 ms
+                past = [state[beam_index] for state in past]
             cur_len += 1
             if early_stopping == "never" and length_penalty > 0.0:
                 best_length = max_total - prompt_length
