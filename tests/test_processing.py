@@ -128,6 +128,7 @@ def test_tags_are_encoded_with_enc_and_padded(processor, tokenizer):
     ids = out["tag_input_ids"]
     assert ids.shape == (3, processor.max_tag_length)
     assert tokenizer.convert_ids_to_tokens(ids[0, :6]) == ["[ENC]", "cat", "|", "fire", "hydrant", "[SEP]"]
+    assert tokenizer.convert_ids_to_tokens(ids[1, :5]) == ["[ENC]", "dog", "|", "sky", "[SEP]"]
     assert tokenizer.convert_ids_to_tokens(ids[2, :2]) == ["[ENC]", "[SEP]"]
     assert out["tag_attention_mask"][2].sum() == 2
     single = processor(images=tiny_factory.draw_image(0), tags=["cat", "dog"])
