@@ -21,6 +21,7 @@ from .cli_args import (
     check_device,
     device,
     existing_path,
+    make_parent_folders,
     output_file,
     positive_int,
     probability,
@@ -209,6 +210,8 @@ def write_captions(args, paths, read_image, image_error, caption_images, desc="c
     ``read_image`` rejects with ``image_error``), a progress bar, and the closing summary line on stderr."""
     from tqdm.auto import tqdm
 
+    if args.output:
+        make_parent_folders(args.output)
     stream = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     failures = captioned = 0
     started = time.perf_counter()

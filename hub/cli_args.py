@@ -121,13 +121,21 @@ def existing_path(path, option: str) -> None:
 
 
 def output_file(path, option: str) -> None:
-    """A file to be written: not a directory, and its folder must exist (a typo there should not create
-    folders)."""
+    """A file to be written, checked before any work: not a directory, and no part of its folder an existing
+    file. Missing folders are fine: every command creates them when it writes (:func:`make_parent_folders`), as
+    ``--output-dir`` options create their directory."""
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a directory; give a file name")
     parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UsageError(f"{option} {path}: the folder {parent} does not exist")
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
+
+
+def make_parent_folders(path) -> None:
+    """Create the missing folders of an output file checked by :func:`output_file`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
 
 def output_directory(path, option: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub.cli_args import UsageError, existing_path, positive_int
+from ..hub.cli_args import UsageError, existing_path, output_file, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +39,7 @@ def run(args) -> int:
     for option, value in (("--stop-list", args.stop_list), ("--synonyms", args.synonyms)):
         if value is not None:
             existing_path(value, option)
-    if Path(args.output).is_dir():
-        raise UsageError(f"--output {args.output} is a directory; give a file name such as tag_list.txt")
+    output_file(args.output, "--output")
     try:
         stop_list = read_stop_list(args.stop_list) if args.stop_list else None
         source = open_caption_source(args.captions, args.caption_field)

@@ -9,7 +9,7 @@ import os
 from collections import deque
 from pathlib import Path
 
-from ..hub.cli_args import UsageError, existing_path, positive_int
+from ..hub.cli_args import UsageError, existing_path, output_file, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,8 @@ def run(args) -> int:
     for option, value in (("--tag-list", args.tag_list), ("--synonyms", args.synonyms)):
         if value is not None:
             existing_path(value, option)
+    output_file(args.output, "--output")
     output = Path(args.output)
-    if output.is_dir():
-        raise UsageError(f"--output {output} is a directory; give a file name such as tags.jsonl")
     try:
         source = open_caption_source(args.captions, args.caption_field)
         miner = TagMiner(

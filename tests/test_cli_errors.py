@@ -70,8 +70,11 @@ CASES = {
                                    ["--threshold", "-0.1"]),
     "caption-missing-image": (["caption", "--model", "{root}/model", "{root}/missing.png"],
                               ["images", "missing.png", "no such file"]),
-    "caption-output-folder-missing": (["caption", "--model", "{root}/model", "{root}/image.png", "--output",
-                                       "{root}/nowhere/out.jsonl"], ["--output", "nowhere/out.jsonl", "does not exist"]),
+    "caption-output-under-a-file": (["caption", "--model", "{root}/model", "{root}/image.png", "--output",
+                                     "{root}/image.png/out/c.jsonl"],
+                                    ["--output", "image.png/out/c.jsonl", "is a file"]),
+    "caption-output-is-a-folder": (["caption", "--model", "{root}/model", "{root}/image.png", "--output", "{root}"],
+                                   ["--output", "is a directory"]),
     "caption-no-images-in-dir": (["caption", "--model", "{root}/model", "{root}/no_config"],
                                  ["images", "no_config", "no image files"]),
     "evaluate-missing-model": (["evaluate", "--model", "nosuch_dir", "--data-dir", "{root}/data"],
@@ -82,8 +85,9 @@ CASES = {
                                "0"], ["--batch-size", "0"]),
     "evaluate-unknown-task": (["evaluate", "--model", "{root}/model", "--data-dir", "{root}/data", "--tasks",
                                "tagging,vqa"], ["--tasks", "tagging,vqa"]),
-    "evaluate-output-folder-missing": (["evaluate", "--model", "{root}/model", "--data-dir", "{root}/data",
-                                        "--output", "{root}/nowhere/m.json"], ["--output", "nowhere/m.json"]),
+    "evaluate-output-under-a-file": (["evaluate", "--model", "{root}/model", "--data-dir", "{root}/data",
+                                      "--output", "{root}/image.png/m.json"],
+                                     ["--output", "image.png/m.json", "is a file"]),
     "evaluate-device-without-cuda": (["evaluate", "--model", "{root}/model", "--data-dir", "{root}/data",
                                       "--device", _cuda_value()], ["--device", _cuda_value()]),
     "convert-missing-checkpoint": (["convert", "--checkpoint", "{root}/nope.pth", "--output-dir", "{root}/out"],
@@ -100,6 +104,15 @@ CASES = {
                                    ["--captions", "nope.txt"]),
     "mine-tags-batch-size-0": (["mine-tags", "--captions", "{root}/captions.txt", "--output", "{root}/t.jsonl",
                                 "--batch-size", "0"], ["--batch-size", "0"]),
+    "mine-tags-output-under-a-file": (["mine-tags", "--captions", "{root}/captions.txt", "--output",
+                                       "{root}/image.png/t.jsonl"],
+                                      ["--output", "image.png/t.jsonl", "is a file"]),
+    "build-tag-list-output-under-a-file": (["build-tag-list", "--captions", "{root}/captions.txt", "--top-k", "5",
+                                            "--output", "{root}/image.png/tags.txt"],
+                                           ["--output", "image.png/tags.txt", "is a file"]),
+    "score-captions-output-under-a-file": (["score-captions", "--references", "{root}/captions.txt", "--predictions",
+                                            "{root}/captions.txt", "--output", "{root}/image.png/s.json"],
+                                           ["--output", "image.png/s.json", "is a file"]),
     "build-tag-list-top-k-0": (["build-tag-list", "--captions", "{root}/captions.txt", "--top-k", "0", "--output",
                                 "{root}/tags.txt"], ["--top-k", "0"]),
     "score-captions-missing-references": (["score-captions", "--references", "{root}/refs.json", "--predictions",
@@ -133,3 +146,18 @@ def test_help_exits_0_and_shows_defaults(capsys):
     assert "(default: 8)" in text and "(default: cpu)" in text
     assert main(["evaluate", "--help"]) == 0
     assert "(default: metrics.json)" in capsys.readouterr().out
+
+
+def test_output_files_get_their_missing_folders(files, tmp_path):
+    """One convention for every command's output file: a missing folder is created when the file is written
+    (an existing file in the way is refused, above)."""
+    captions = tmp_path / "new" / "deeper" / "captions.jsonl"
+    result = run_cli(["caption", "--model", str(files / "model"), str(files / "image.png"), "--output",
+                      str(captions)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [json.loads(line)["image"] for line in captions.read_text().splitlines()] == [str(files / "image.png")]
+    metrics = tmp_path / "report" / "m.json"
+    result = run_cli(["evaluate", "--model", str(files / "model"), "--data-dir", str(files / "data"), "--tasks",
+                      "tagging", "--output", str(metrics)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(metrics.read_text())["metrics"]["num_images"] == 1

@@ -21,6 +21,7 @@ from ..hub.cli_args import (
     UsageError,
     check_device,
     device,
+    make_parent_folders,
     non_negative_int,
     output_file,
     positive_int,
@@ -118,8 +119,10 @@ def run(args) -> int:
         return 1
     output = Path(args.output)
     payload = {"model": args.model, "data": args.data_dir, "metrics": result.metrics}
+    make_parent_folders(output)
     output.write_text(json.dumps(payload, indent=2))
     if args.predictions:
+        make_parent_folders(args.predictions)
         Path(args.predictions).write_text(json.dumps(result.predictions, indent=2))
     shown = {k: round(v, 2) if isinstance(v, float) else v for k, v in result.scalars().items()}
     logger.info("metrics of %d images written to %s: %s", result.metrics["num_images"], output, shown)

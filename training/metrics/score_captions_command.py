@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ...hub.cli_args import UsageError, existing_file
+from ...hub.cli_args import UsageError, existing_file, output_file
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ def format_table(scores: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     existing_file(args.references, "--references")
     existing_file(args.predictions, "--predictions")
-    if args.output is not None and args.output.is_dir():
-        raise UsageError(f"--output {args.output}: is a directory; give a file name")
+    if args.output is not None:
+        output_file(args.output, "--output")
     from .caption_io import read_predictions, read_references, resolve_prediction_ids
     from .caption_metrics import CaptionInputError, compute_caption_metrics
 
