@@ -11,7 +11,8 @@ at batch 1 and 8, alternating in rounds, each run in a fresh process so that its
 - ``ort-fp32`` / ``ort-int8``: tag2text.onnx.OnnxTag2Text on onnxruntime's CPU provider.
 
 Each timed call returns tags and caption (one tagger pass). Per-graph times of onnxruntime (tagger, encoder,
-decoder steps) and of PyTorch (vision tower + tag head, the rest) are printed to explain the ratios.
+decoder steps) and of PyTorch (vision tower + tag head, the rest) are printed to explain the ratios, and so are
+the float32 matrix-product rates of both runtimes at the tagger's largest shapes.
 
     python benchmarks/export.py [--workdir DIR] [--keep] [--batch-sizes 1 8] [--rounds 2] [--repeats 1]
 """
@@ -157,6 +158,52 @@ def stage_time(workdir: Path, backend: str, batch_size: int, repeats: int) -> di
             "tags": tags, "logits": logits.tolist()}
 
 
+# The tagger's largest products at batch 8 (rows, in, out): Swin-B stage 3 (18 of 24 blocks) and the tag head.
+GEMM_SHAPES = {"swin stage 3 qkv": (8 * 576, 512, 1536), "swin stage 3 fc1": (8 * 576, 512, 2048),
+               "swin stage 3 fc2": (8 * 576, 2048, 512), "tag head fc1": (8 * 3429, 768, 3072),
+               "tag head fc2": (8 * 3429, 3072, 768)}
+
+
+def stage_gemm(rounds: int = 3) -> dict:
+    """The same float32 products on both runtimes: onnxruntime's MatMul with a constant weight (what the exported
+    linear layers are) against torch's ``nn.Linear``, alternating, best of ``rounds``. TFLOP/s per shape."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    results = {}
+    for name, (rows, inner, outer) in GEMM_SHAPES.items():
+        weight = (rng.standard_normal((inner, outer)) * 0.02).astype(np.float32)
+        inputs = rng.standard_normal((rows, inner)).astype(np.float32)
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])], "gemm",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", inner])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", outer])],
+            [numpy_helper.from_array(weight, "w")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        linear = torch.nn.Linear(inner, outer, bias=False)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(weight.T.copy()))
+        tensor = torch.from_numpy(inputs)
+        times = {"ort": [], "torch": []}
+        with torch.no_grad():
+            session.run(None, {"x": inputs})
+            linear(tensor)
+            for _ in range(rounds):
+                start = time.perf_counter()
+                session.run(None, {"x": inputs})
+                times["ort"].append(time.perf_counter() - start)
+                start = time.perf_counter()
+                linear(tensor)
+                times["torch"].append(time.perf_counter() - start)
+        flops = 2 * rows * inner * outer
+        results[name] = {k: round(flops / min(v) / 1e12, 3) for k, v in times.items()}
+    return results
+
+
 def _spawn(workdir: Path, stage: str, *extra) -> dict:
     command = [sys.executable, __file__, "--workdir", str(workdir), "--stage", stage, *map(str, extra)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -191,6 +238,9 @@ def main() -> int:
         return 0
     if args.stage == "export":
         print(json.dumps(stage_export(workdir, args.stage_args[0] if args.stage_args[0] != "none" else None)))
+        return 0
+    if args.stage == "gemm":
+        print(json.dumps(stage_gemm()))
         return 0
     if args.stage == "time":
         backend, batch, repeats = args.stage_args
@@ -243,6 +293,11 @@ def main() -> int:
             rows = runs[(batch, backend)][0]["sequences"][:3]
             print(f"captions ({backend}, batch {batch}, first 3):",
                   [tokenizer.decode(row, skip_special_tokens=True)[:80] for row in rows])
+        gemm = _spawn(workdir, "gemm")
+        print("float32 products at batch 8, TFLOP/s (best of 3, alternating): what the tagger's time rests on")
+        for name, rates in gemm.items():
+            print(f"  {name:18} onnxruntime {rates['ort']:.3f}  torch {rates['torch']:.3f}  "
+                  f"ratio {rates['ort'] / rates['torch']:.2f}")
         sizes = {}
         for name in ("onnx-fp32", "onnx-int8"):
             sizes[name] = {p.name: round(p.stat().st_size / 1e6, 1) for p in sorted((workdir / name).glob("*.onnx"))}

@@ -377,3 +377,35 @@ def test_two_processes_contrast_and_match_against_the_global_batch(setup, tmp_pa
         reference = _reference_losses(model, batch, SEED + rank, rank_rows=span)
         for name in NAMES:
             assert got[name] == pytest.approx(reference[name], abs=1e-6), (rank, name)
+
+
+def test_gradients_repeat_bit_for_bit_at_the_quickstart_size(tmp_path):
+    """The same batch, seed and weights give identical gradients on every backward pass, with two threads at the
+    quickstart's size. ITM draws one hard-negative image per text, often the same image for several texts; the
+    gradient of those repeated rows used to be added in a thread-dependent order (the vision tower's gradients
+    differed by up to 2e-7 between passes, and two quickstart runs of one seed by a point of caption accuracy)."""
+    from tag2text import preset_config
+
+    dataset, tag_list = support.tagged_dataset(tmp_path / "data", 32, seed=4)
+    tokenizer = support.caption_tokenizer(tmp_path, [c for cs in dataset["captions"] for c in cs] + tag_list.names)
+    config = preset_config("small", tokenizer=tokenizer, tag_names=tag_list.names)
+    torch.manual_seed(0)
+    model = Tag2TextForPreTraining(config).train()
+    collator = Tag2TextCollator(make_processor(tokenizer, config), config.tag_names, shuffle_tags=True, seed=3)
+    batch = _inputs(collator([dataset[i] for i in range(32)]))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        passes = []
+        for _ in range(3):
+            torch.manual_seed(1)  # the same dropout masks and hard negatives
+            model.zero_grad(set_to_none=True)
+            output = model(**batch, loss_weights={"tag": 1, "lm": 1, "itc": 1, "itm": 1})
+            output.loss.backward()
+            passes.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_num_threads(threads)
+    for other in passes[1:]:
+        assert other.keys() == passes[0].keys()
+        for name in passes[0]:
+            assert torch.equal(other[name], passes[0][name]), name
