@@ -147,6 +147,29 @@ def test_default_export_is_fused_and_no_fusion_keeps_standard_ops_with_the_same_
                                   plain.generate(pixel_values=pixels, num_beams=3))
 
 
+def test_shift_window_masks_underflow_to_zero_in_the_tagger(setup):
+    """Swin's shifted-window mask is -100 in PyTorch; exp(-100) is a denormal float that slows the attention
+    products 30-50x, so the exported tagger carries -1e4 (exactly 0 after softmax) and no -100; the model
+    is left as it was after the export."""
+    from onnx import numpy_helper
+
+    masks = [numpy_helper.to_array(t) for t in onnx.load(setup["export_dir"] / "tagger.onnx").graph.initializer]
+    masks = [m for m in masks if m.dtype == np.float32 and m.size and m.min() < -50]
+    shifted = [m for m in setup["model"].vision_model.modules() if getattr(m, "shift_size", 0) > 0]
+    assert shifted and len(masks) == len(shifted)
+    for mask in masks:
+        assert set(np.unique(mask).tolist()) == {0.0, -1e4}
+    from tag2text.hub.onnx_export import _shift_masks_that_underflow
+
+    layer = shifted[0]
+    size = layer.input_resolution
+    with _shift_masks_that_underflow(setup["model"]) as count:
+        assert count == len([m for m in setup["model"].modules() if hasattr(m, "shift_size")])
+        assert float(layer.get_attn_mask(*size, torch.float32, "cpu").min()) == -1e4
+    assert float(layer.get_attn_mask(*size, torch.float32, "cpu").min()) == -100.0  # the model is restored
+    assert "get_attn_mask" not in vars(layer)
+
+
 def test_preprocessing_equals_the_image_processor(setup, tmp_path):
     processor, runtime = setup["processor"], setup["runtime"]
     base = make_images()[0]
