@@ -127,9 +127,9 @@ def output_file(path, option: str) -> None:
     if os.path.isdir(path):
         raise UsageError(f"{option} {path}: is a directory; give a file name")
     parent = os.path.dirname(os.path.abspath(path))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
-    if parent and not os.path.isdir(parent):
+    while not os.path.exists(parent):  # the nearest folder that exists (the root does)
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
         raise UsageError(f"{option} {path}: {parent} is a file, not a folder")
 
 

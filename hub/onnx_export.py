@@ -305,19 +305,20 @@ def export_onnx(model_dir_or_repo, output_dir, opset: int = DEFAULT_OPSET, quant
          ({0: b, 1: n}, (*[{0: b, 2: p}] * len(past_states), *[{0: b, 2: t}] * len(cross_states)))),
     ]
     report = OnnxExportReport(output_dir=output, opset=int(opset), quantize=quantize)
-    for name, module, args, inputs, outputs, shapes in tqdm(jobs, desc="exporting", unit="graph",
-                                                            disable=not progress):
-        path = output / GRAPH_FILES[name]
-        try:
-            with _shift_masks_that_underflow(model):
+    with _shift_masks_that_underflow(model):
+        for name, module, args, inputs, outputs, shapes in tqdm(jobs, desc="exporting", unit="graph",
+                                                                disable=not progress):
+            path = output / GRAPH_FILES[name]
+            try:
                 _export_graph(module, args, path, inputs, outputs, shapes, int(opset))
-        except Exception as error:  # torch.export raises many types; name the graph that failed
-            raise OnnxExportError(f"exporting {name} of {os.fspath(model_dir_or_repo)!r} failed: {error}") from error
-        if fuse:
-            report.fusions[name] = _fuse(path)
-        if quantize == "int8":
-            _quantize_int8(path, path)
-        report.files[name] = path.stat().st_size
+            except Exception as error:  # torch.export raises many types; name the graph that failed
+                raise OnnxExportError(
+                    f"exporting {name} of {os.fspath(model_dir_or_repo)!r} failed: {error}") from error
+            if fuse:
+                report.fusions[name] = _fuse(path)
+            if quantize == "int8":
+                _quantize_int8(path, path)
+            report.files[name] = path.stat().st_size
     _write_deployment_files(model, processor, output, int(opset), quantize, report.fusions)
     logger.info("exported %s to %s (%s, %.1f MB)", os.fspath(model_dir_or_repo), output,
                 quantize or "float32", sum(report.files.values()) / 1e6)

@@ -66,8 +66,7 @@ def _top_k(values: np.ndarray, k: int) -> np.ndarray:
     index at or above it is sorted by (value descending, index ascending). A row where that set is not exactly k
     (ties at the k-th value, NaN) is sorted whole, so ties resolve as the full sort would.
     """
-    rows, width = values.shape
-    if k >= width:
+    if k >= values.shape[-1]:
         return np.argsort(-values, axis=-1, kind="stable")[:, :k]
     partition = np.argpartition(-values, k - 1, axis=-1)[:, :k]
     picked = np.take_along_axis(values, partition, axis=-1)

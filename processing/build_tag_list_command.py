@@ -31,7 +31,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
 
     from .mining import SpacyModelNotFoundError, TagMiner, build_tag_list, open_caption_source, read_stop_list
 

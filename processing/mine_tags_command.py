@@ -9,7 +9,7 @@ import os
 from collections import deque
 from pathlib import Path
 
-from ..hub.cli_args import UsageError, existing_path, output_file, positive_int
+from ..hub.cli_args import UsageError, existing_path, make_parent_folders, output_file, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run(args) -> int:
             yield record.caption
 
     summary = MiningSummary()
-    output.parent.mkdir(parents=True, exist_ok=True)
+    make_parent_folders(output)
     partial = output.with_name(output.name + ".partial")
     try:
         with partial.open("w", encoding="utf-8") as out:

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ...hub.cli_args import UsageError, existing_file, output_file
+from ...hub.cli_args import existing_file, make_parent_folders, output_file
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     scores["info"]["matched_by_file_name"] = renamed
     print(format_table(scores))
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
+        make_parent_folders(args.output)
         args.output.write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
         logger.info("wrote %s", args.output)
     return 0
