@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 # The image conversion of the PyTorch processor (numpy and PIL only); its ImageInputError is this runtime's too.
-from .processing.image_loading import ImageInputError, pixel_array, to_rgb_image
+from .processing.image_loading import ImageInputError, pixel_arrays, to_rgb_image
 from .tag_output import Tag2TextTagOutput
 
 logger = logging.getLogger(__name__)
@@ -178,11 +178,9 @@ class OnnxTag2Text:
             items = [images]
         if not items:
             raise ImageInputError("no images were given")
-        arrays = []
-        for index, item in enumerate(items):
-            arrays.append(pixel_array(to_rgb_image(item, index), self.image_size, self.image_size, self.resample,
-                                      self.rescale_factor, self.image_mean, self.image_std))
-        return np.stack(arrays)
+        images = [to_rgb_image(item, index) for index, item in enumerate(items)]
+        return pixel_arrays(images, self.image_size, self.image_size, self.resample, self.rescale_factor,
+                            self.image_mean, self.image_std)
 
     def _pixels(self, images, pixel_values):
         if (images is None) == (pixel_values is None):

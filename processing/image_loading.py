@@ -11,7 +11,8 @@ so that one file gives the same pixels everywhere:
 - every failure is an :class:`ImageInputError` (a ``ValueError``) whose one-line message names the input and the
   reason (``image 1 ('broken.jpg'): not a readable image (...)``).
 
-:func:`pixel_array` is the processor's resize, rescale and normalisation, shared the same way.
+:func:`pixel_array` (one image) and :func:`pixel_arrays` (a batch) are the processor's resize, rescale and
+normalisation, shared the same way.
 
 Part of the Hub payload of the processor (a single-dot sibling of ``image_processing_tag2text``): imports only the
 standard library, numpy and PIL.
@@ -149,12 +150,22 @@ def pixel_array(image: Image.Image, height: int, width: int, resample: str = "bi
                 rescale_factor: float | None = 1 / 255, image_mean=None, image_std=None) -> np.ndarray:
     """(3, height, width) float32 pixels of an RGB image: resized (aspect ratio not kept), multiplied by
     ``rescale_factor`` (None: not rescaled), then normalised by ``image_mean`` / ``image_std`` (None: not)."""
+    return pixel_arrays([image], height, width, resample, rescale_factor, image_mean, image_std)[0]
+
+
+def pixel_arrays(images, height: int, width: int, resample: str = "bilinear",
+                 rescale_factor: float | None = 1 / 255, image_mean=None, image_std=None) -> np.ndarray:
+    """(batch, 3, height, width) float32: :func:`pixel_array` of each RGB image, with the arithmetic done once
+    on the stacked 8-bit pixels (the same float32 operations per value, so the same values; the training
+    collator calls this every step)."""
     if resample not in RESAMPLE_FILTERS:
         raise ValueError(f"resample must be one of {sorted(RESAMPLE_FILTERS)}, got {resample!r}")
-    resized = image.resize((width, height), resample=RESAMPLE_FILTERS[resample])
-    array = np.asarray(resized, dtype=np.float32)
+    stacked = np.stack([np.asarray(image.resize((width, height), resample=RESAMPLE_FILTERS[resample]))
+                        for image in images])
+    array = stacked.astype(np.float32)
     if rescale_factor is not None:
-        array = array / np.float32(1.0 / rescale_factor)  # 1/255 divides by 255 exactly, as released
+        array /= np.float32(1.0 / rescale_factor)  # 1/255 divides by 255 exactly, as released
     if image_mean is not None:
-        array = (array - np.asarray(image_mean, dtype=np.float32)) / np.asarray(image_std, dtype=np.float32)
-    return array.transpose(2, 0, 1)
+        array -= np.asarray(image_mean, dtype=np.float32)
+        array /= np.asarray(image_std, dtype=np.float32)
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2))

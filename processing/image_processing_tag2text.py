@@ -17,7 +17,7 @@ from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .image_loading import RESAMPLE_FILTERS, ImageInputError, pixel_array, to_rgb_image
+from .image_loading import RESAMPLE_FILTERS, ImageInputError, pixel_arrays, to_rgb_image
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -102,14 +102,18 @@ class Tag2TextImageProcessor(BaseImageProcessor):
             raise ImageInputError("no images were given")
         return [to_rgb_image(item, index) for index, item in enumerate(images)]
 
-    def pixel_array(self, image: Image.Image, size=None, resample=None, do_rescale=None, do_normalize=None,
-                    image_mean=None, image_std=None, rescale_factor=None) -> np.ndarray:
+    def pixel_array(self, image: Image.Image, **kwargs) -> np.ndarray:
         """(3, height, width) float32 array of one RGB image; arguments left None take the attributes."""
+        return self.pixel_arrays([image], **kwargs)[0]
+
+    def pixel_arrays(self, images, size=None, resample=None, do_rescale=None, do_normalize=None, image_mean=None,
+                     image_std=None, rescale_factor=None) -> np.ndarray:
+        """(batch, 3, height, width) float32 array of RGB images; arguments left None take the attributes."""
         height, width = _side(self.size if size is None else size)
         rescale = self.do_rescale if do_rescale is None else do_rescale
         normalize = self.do_normalize if do_normalize is None else do_normalize
-        return pixel_array(
-            image, height, width,
+        return pixel_arrays(
+            images, height, width,
             resample=self.resample if resample is None else resample,
             rescale_factor=(self.rescale_factor if rescale_factor is None else rescale_factor) if rescale else None,
             image_mean=(self.image_mean if image_mean is None else image_mean) if normalize else None,
@@ -123,7 +127,7 @@ class Tag2TextImageProcessor(BaseImageProcessor):
                 f"Tag2TextImageProcessor got unsupported argument(s) {unknown}; it takes "
                 f"{sorted(set(Tag2TextImagesKwargs.__annotations__))}"
             )
-        pixels = np.stack([self.pixel_array(image, **kwargs) for image in self.load_images(images)])
+        pixels = self.pixel_arrays(self.load_images(images), **kwargs)
         return BatchFeature(data={"pixel_values": pixels}, tensor_type=return_tensors)
 
     def __call__(self, images, return_tensors=None, **kwargs) -> BatchFeature:

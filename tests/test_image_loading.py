@@ -121,6 +121,19 @@ def test_pixel_array_is_the_released_arithmetic():
         image_loading.pixel_array(image, 8, 12, "cubic")
 
 
+def test_pixel_arrays_of_a_batch_equal_each_image_computed_alone_bit_for_bit():
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in ((20, 30), (8, 12), (50, 9))]
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    batch = image_loading.pixel_arrays(images, 8, 12, "bilinear", 1 / 255, mean, std)
+    assert batch.shape == (3, 3, 8, 12) and batch.dtype == np.float32 and batch.flags["C_CONTIGUOUS"]
+    for image, ours in zip(images, batch):
+        # The per-image float32 arithmetic, written out: resize, / 255, - mean, / std.
+        alone = np.asarray(image.resize((12, 8), Image.Resampling.BILINEAR), dtype=np.float32) / np.float32(255.0)
+        alone = (alone - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        np.testing.assert_array_equal(ours, alone.transpose(2, 0, 1))
+
+
 @pytest.mark.parametrize("item, message", [
     (b"not an image at all", r"^image 0 \(19 bytes\): not a readable image \(no image format recognised\)$"),
     (b"\x89PNG\r\n\x1a\n garbage", r"^image 0 \(16 bytes\): not a readable image \(.+\)$"),  # PIL's reason

@@ -234,6 +234,32 @@ def test_corrupt_image_is_counted_logged_and_skipped(collate_setup, tmp_path, ca
         Tag2TextCollator(processor, tag_list.names, image_loader=ImageLoader(fail_fast=True))(records)
 
 
+def test_image_cache_decodes_each_file_once_up_to_its_limit_and_batches_stay_the_same(collate_setup, tmp_path):
+    dataset, tag_list, processor = collate_setup
+    records = [dataset[i] for i in range(6)]
+    plain = Tag2TextCollator(processor, tag_list.names, image_loader=ImageLoader())
+    # Room for the first three of these 6 same-sized images, not the fourth.
+    size = Image.open(records[0]["image"]).size
+    limit = 3.5 * 3 * size[0] * size[1] / 2**20
+    loader = ImageLoader(cache_megabytes=limit)
+    cached = Tag2TextCollator(processor, tag_list.names, image_loader=loader)
+    expected = plain(records)
+    for _ in range(3):  # epochs
+        batch = cached(records)
+        for key, value in expected.items():
+            assert torch.equal(batch[key], value), key
+    summary = loader.summary()
+    assert summary["cached_images"] == 3 and summary["cache_hits"] == 3 * 2 and summary["loaded"] == 18
+    # A file that later goes missing is still reported missing when it was not cached.
+    uncached = tmp_path / "late.png"
+    Image.open(records[5]["image"]).save(uncached)
+    assert loader.load(str(uncached)) is not None
+    uncached.unlink()
+    assert loader.load(str(uncached)) is None and loader.failures["missing"] == 1
+    with pytest.raises(ValueError, match="cache_megabytes"):
+        ImageLoader(cache_megabytes=-1)
+
+
 def test_augmentation_is_seeded_and_switchable():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
     augment = TrainAugmentation(32)

@@ -119,6 +119,10 @@ class DataArguments:
                 "keeps class-index order (the released code)."})
     fail_on_bad_image: bool = field(default=False, metadata={
         "help": "Stop at the first missing or corrupt image instead of counting, logging and skipping it."})
+    image_cache_megabytes: float = field(default=1024, metadata={
+        "type": non_negative_float,
+        "help": "Keep up to this many megabytes of decoded training images in memory (per data-loading process) "
+                "instead of decoding each file again every epoch; 0 turns it off."})
     shuffle_buffer: int = field(default=1000, metadata={
         "type": non_negative_int, "help": "Shuffle buffer of streamed webdataset shards."})
     max_eval_samples: int | None = field(default=None, metadata={

@@ -28,20 +28,39 @@ class ImageLoader:
 
     Args:
         fail_fast: raise :class:`BadImageError` on the first missing or corrupt image instead of skipping.
+        cache_megabytes: keep decoded images read from files, up to this many megabytes of pixels, and return
+            them again instead of decoding the file each epoch (0: no cache). Images past the limit are
+            decoded each time; nothing is evicted, so which images are cached does not depend on the order.
 
     Failures are counted by kind (``missing``, ``corrupt``) in :attr:`failures`; :meth:`summary` tells.
+    Callers must not change a returned image in place (PIL's operations return new images): a cached one is
+    returned again.
     """
 
-    def __init__(self, fail_fast: bool = False):
+    def __init__(self, fail_fast: bool = False, cache_megabytes: float = 0):
+        if cache_megabytes < 0:
+            raise ValueError(f"cache_megabytes must be at least 0, got {cache_megabytes}")
         self.fail_fast = fail_fast
         self.failures: Counter = Counter()
         self.examples: dict[str, list[str]] = {}
         self.loaded = 0
         self._lock = threading.Lock()
+        self._cache_limit = int(cache_megabytes * 2**20)
+        self._cache: dict[str, Image.Image] = {}
+        self._cache_bytes = 0
+        self.cache_hits = 0
 
     def load(self, source, name: str | None = None) -> Image.Image | None:
         """The RGB image, or None (after counting and logging) when it is missing or unreadable."""
         label = name or _describe(source)
+        key = _file_key(source) if self._cache_limit else None
+        if key is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                with self._lock:
+                    self.loaded += 1
+                    self.cache_hits += 1
+                return cached
         try:
             if isinstance(source, dict):
                 data, path = source.get("bytes"), source.get("path")
@@ -55,6 +74,11 @@ class ImageLoader:
             return None
         with self._lock:
             self.loaded += 1
+            if key is not None:
+                size = len(image.getbands()) * image.width * image.height
+                if self._cache_bytes + size <= self._cache_limit:
+                    self._cache[key] = image
+                    self._cache_bytes += size
         return image
 
     def _fail(self, kind: str, label: str, error: Exception) -> None:
@@ -77,8 +101,16 @@ class ImageLoader:
         return sum(self.failures.values())
 
     def summary(self) -> dict:
-        return {"loaded": self.loaded, "skipped": self.skipped, **{f"skipped_{k}": v for k, v in self.failures.items()},
+        return {"loaded": self.loaded, "skipped": self.skipped, "cached_images": len(self._cache),
+                "cache_hits": self.cache_hits, **{f"skipped_{k}": v for k, v in self.failures.items()},
                 "examples": {k: list(v) for k, v in self.examples.items()}}
+
+
+def _file_key(source) -> str | None:
+    """The cache key of an image read from a file (a path, or a dict with a path and no bytes), else None."""
+    if isinstance(source, dict):
+        source = source.get("path") if source.get("bytes") is None else None
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
 
 
 def _describe(source) -> str:

@@ -165,7 +165,8 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
     collator = Tag2TextCollator(processor, model.config.tag_names, augmentation=augmentation,
                                 shuffle_tags=data_args.shuffle_tags,
                                 excluded_tag_ids=model.config.caption_excluded_tag_ids,
-                                image_loader=ImageLoader(fail_fast=data_args.fail_on_bad_image),
+                                image_loader=ImageLoader(fail_fast=data_args.fail_on_bad_image,
+                                                         cache_megabytes=data_args.image_cache_megabytes),
                                 seed=training_args.seed)
     evaluator = None
     tasks = [t.strip() for t in data_args.eval_tasks.split(",") if t.strip()]
