@@ -50,6 +50,27 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# Largest float32 activation of a CPU inference micro-batch. glibc's allocator hands blocks above its mmap
+# threshold (at most 32 MB) back to the operating system when they are freed, so larger ones are faulted in page
+# by page again on every call; smaller ones are reused.
+CPU_MICRO_BATCH_BYTES = 16 * 2**20
+
+
+def largest_activation_bytes_per_image(config) -> int:
+    """Bytes of the widest float32 activation one image makes: the vision tower's first-stage MLP (tokens times
+    its hidden width) or the tagging head's feed-forward (tags times the text intermediate size)."""
+    vision = config.vision_config
+    side = int(vision.image_size) // int(vision.patch_size)
+    if vision.model_type == "swin":
+        width = int(float(getattr(vision, "mlp_ratio", 4.0)) * int(vision.embed_dim))
+        tokens = side * side
+    else:  # ViT: the class token and the patches, through intermediate_size
+        width = int(getattr(vision, "intermediate_size", 4 * vision.hidden_size))
+        tokens = side * side + 1
+    tagging = int(config.num_tags) * int(config.text_config.intermediate_size)
+    return 4 * max(tokens * width, tagging, 1)
+
+
 @dataclass
 class Tag2TextModelOutput(ModelOutput):
     """Output of :class:`Tag2TextModel`.
@@ -344,8 +365,16 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         self._require_grads_hooks = hooks
         self._require_grads_hook = hooks[0]  # the name transformers kept for backward compatibility
 
-    # CPU inference runs the vision tower and the tagging head this many images at a time; 0 or None: all at once.
-    cpu_inference_images_per_chunk = 1
+    # CPU inference runs the vision tower and the tagging head this many images at a time; 0 or None: all at once;
+    # "auto": as many as keep the largest activation of a micro-batch within CPU_MICRO_BATCH_BYTES.
+    cpu_inference_images_per_chunk = "auto"
+
+    def cpu_inference_chunk(self) -> int:
+        """The images per CPU inference micro-batch (0: all at once); see :meth:`_in_cpu_micro_batches`."""
+        chunk = self.cpu_inference_images_per_chunk
+        if chunk != "auto":
+            return int(chunk or 0)
+        return max(1, CPU_MICRO_BATCH_BYTES // largest_activation_bytes_per_image(self.config))
 
     def _in_cpu_micro_batches(self, batch: torch.Tensor) -> bool:
         """Whether to split a batch into micro-batches: CPU inference only.
@@ -354,9 +383,11 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         the tagging head's 42 MB); the allocator takes them from the operating system and faults them in page by
         page on every call. One image at a time reuses cached memory. At batch 8, together with the feed-forward
         slices of :class:`Tag2TextLayer`, kernel time per generate call fell from about 5 s to 0.2 s and seconds
-        per image by 25%, with the same captions.
+        per image by 25%, with the same captions. A small model's activations are far below that size, and one
+        image at a time only adds the per-call cost of every operation: "auto" sizes the micro-batch by the
+        model (the released model: 1 image; the quickstart's: 128).
         """
-        chunk = self.cpu_inference_images_per_chunk
+        chunk = self.cpu_inference_chunk()
         return (bool(chunk) and batch.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
                 and not is_tracing(batch) and batch.shape[0] > chunk)
 
@@ -370,7 +401,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         if self._in_cpu_micro_batches(pixel_values):
             trusting = trust_packed_weights(self.vision_model)  # checked once, not per micro-batch
             try:
-                pieces = pixel_values.split(self.cpu_inference_images_per_chunk)
+                pieces = pixel_values.split(self.cpu_inference_chunk())
                 return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
             finally:
                 end_packed_weight_trust(trusting)
@@ -386,7 +417,7 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         if self._in_cpu_micro_batches(image_embeds):
             trusting = trust_packed_weights(self.text_encoder)  # checked once, not per micro-batch
             try:
-                pieces = image_embeds.split(self.cpu_inference_images_per_chunk)
+                pieces = image_embeds.split(self.cpu_inference_chunk())
                 return torch.cat([self.get_tag_logits(piece) for piece in pieces])
             finally:
                 end_packed_weight_trust(trusting)

@@ -206,6 +206,7 @@ def test_feed_forward_chunks_follow_the_config(tokenizer, pixel_values, monkeypa
     inference only; an int: that many in every mode (0: none), as transformers' setting."""
     monkeypatch.setattr(text_module, "CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD", 5)  # 16 tag queries: 5, 5, 5, 1
     model = tiny_factory.make_model(tiny_factory.make_config(tokenizer))
+    model.cpu_inference_images_per_chunk = 1  # the released model's micro-batch
     assert model.config.text_config.chunk_size_feed_forward is None
     rows = _record_ffn_rows(model)
     with torch.no_grad():
@@ -242,9 +243,10 @@ def test_chunk_size_feed_forward_is_validated_and_saved(tmp_path, tokenizer):
     assert Tag2TextConfig.from_pretrained(tmp_path).text_config.chunk_size_feed_forward == 128
 
 
-def test_micro_batches_only_in_cpu_inference(model, pixel_values):
-    """The vision tower and the tagging head run one image at a time in CPU inference (eval, no grad); the
-    numbers are those of the whole batch."""
+def test_micro_batches_only_in_cpu_inference(model, pixel_values, monkeypatch):
+    """The vision tower and the tagging head run one image at a time in CPU inference (eval, no grad) when the
+    micro-batch is one image (the released model's); the numbers are those of the whole batch."""
+    monkeypatch.setattr(model, "cpu_inference_images_per_chunk", 1)
     batches = []
     model.vision_model.register_forward_pre_hook(
         lambda module, args, kwargs: batches.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
@@ -299,3 +301,33 @@ def test_captions_equal_with_and_without_packed_weights(model, pixel_values):
         _without_packing(model)
         assert torch.equal(model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8), greedy)
         assert torch.equal(model.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8), beams)
+
+
+def test_automatic_micro_batch_is_one_released_image_and_a_whole_batch_of_small_ones(model, pixel_values):
+    from tag2text import preset_config
+    from tag2text.modeling_tag2text import CPU_MICRO_BATCH_BYTES, largest_activation_bytes_per_image
+
+    released = preset_config("tag2text-swin-b-384")
+    # Swin-B at 384 px: 96 x 96 stage-1 tokens through a 4 x 128-wide MLP; the tagging head: 3,429 tags through
+    # the 3,072-wide feed-forward, the larger of the two.
+    assert largest_activation_bytes_per_image(released) == 4 * max(96 * 96 * 512, 3429 * 3072)
+    assert CPU_MICRO_BATCH_BYTES // largest_activation_bytes_per_image(released) == 0  # so: one image at a time
+    small = preset_config("small")
+    assert largest_activation_bytes_per_image(small) == 4 * 16 * 16 * 128  # 64 px / 4 px patches, 32 wide
+    assert model.cpu_inference_images_per_chunk == "auto"
+    expected = max(1, CPU_MICRO_BATCH_BYTES // largest_activation_bytes_per_image(model.config))
+    assert model.cpu_inference_chunk() == expected >= pixel_values.shape[0]
+    batches = []
+    handle = model.vision_model.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(kwargs["pixel_values"].shape[0]), with_kwargs=True
+    )
+    try:
+        with torch.no_grad():
+            whole = model.get_image_embeddings(pixel_values)
+            model.cpu_inference_images_per_chunk = 1
+            singles = model.get_image_embeddings(pixel_values)
+    finally:
+        model.cpu_inference_images_per_chunk = "auto"
+        handle.remove()
+    assert batches == [3, 1, 1, 1]
+    torch.testing.assert_close(whole, singles, atol=1e-5, rtol=1e-5)
