@@ -51,34 +51,6 @@ def tagged_copy(source: Path, target: Path, keep: list[str]) -> Path:
     return target
 
 
-def tag_f1(model_dir: Path, held_dir: Path, tags: list[str]) -> dict:
-    """Micro tag F1 within ``tags`` of the model's calibrated tags on the held-out images."""
-    import torch
-    from PIL import Image
-
-    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
-
-    model = Tag2TextForCaptioning.from_pretrained(model_dir).eval()
-    processor = Tag2TextProcessor.from_pretrained(model_dir)
-    truth = scenes.read_truth(held_dir)
-    names = sorted(truth)
-    predicted = {}
-    with torch.no_grad():
-        for start in range(0, len(names), 50):
-            chunk = names[start:start + 50]
-            pixels = processor(images=[Image.open(held_dir / n).convert("RGB") for n in chunk])["pixel_values"]
-            for name, output in zip(chunk, model.tag(pixels)):
-                predicted[name] = set(output.tags) & set(tags)
-    true = {name: scenes.truth_tags(objects) & set(tags) for name, objects in truth.items()}
-    return scenes.tag_f1(predicted, true)
-
-
-def every_tag_f1(held_dir: Path, tags: list[str]) -> float:
-    truth = scenes.read_truth(held_dir)
-    true = {name: scenes.truth_tags(objects) & set(tags) for name, objects in truth.items()}
-    return scenes.tag_f1({name: set(tags) for name in truth}, true)["f1"]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="tag-list-finetune")
@@ -127,10 +99,10 @@ def main() -> int:
         if code != 0:
             print("\n".join(f"{a:<30} {b}" for a, b in rows))
             return 1
-    before = tag_f1(work / "A", held, OLD)
-    kept = tag_f1(work / "AB", held, OLD)
-    learned = tag_f1(work / "AB", held, NEW)
-    floor = every_tag_f1(held, NEW)
+    before = scenes.model_tag_f1(work / "A", held, OLD)
+    kept = scenes.model_tag_f1(work / "AB", held, OLD)
+    learned = scenes.model_tag_f1(work / "AB", held, NEW)
+    floor = scenes.every_tag_f1(held, NEW)
     summary = json.loads((work / "AB" / "train_summary.json").read_text())
     rows += [
         ("phase 2 defaults chosen", json.dumps(summary.get("defaults_chosen"))),

@@ -3,8 +3,6 @@ and thresholds, new tags start from the word embeddings of their names, and the 
 
 import json
 
-import numpy as np
-import pytest
 import torch
 
 import training_scenes as scenes
@@ -65,33 +63,6 @@ def _tagged_copy(source, target, keep):
     return target
 
 
-def _f1_on(model_dir, test_dir, tags):
-    from tag2text import Tag2TextForCaptioning, Tag2TextProcessor
-    from PIL import Image
-
-    model = Tag2TextForCaptioning.from_pretrained(model_dir).eval()
-    processor = Tag2TextProcessor.from_pretrained(model_dir)
-    truth = scenes.read_truth(test_dir)
-    predicted, true = {}, {}
-    names = sorted(truth)
-    with torch.no_grad():
-        for start in range(0, len(names), 32):
-            chunk = names[start:start + 32]
-            pixels = processor(images=[Image.open(test_dir / n).convert("RGB") for n in chunk])["pixel_values"]
-            for name, output in zip(chunk, model.tag(pixels)):
-                predicted[name] = set(output.tags) & set(tags)
-    for name in names:
-        true[name] = {o["colour"] for o in truth[name]} & set(tags)
-    return scenes.tag_f1(predicted, true)["f1"]
-
-
-def _all_tags_f1(test_dir, tags):
-    """F1 of a tagger that predicts every one of ``tags`` on every image: the level that shows no learning."""
-    truth = scenes.read_truth(test_dir)
-    true = {name: {o["colour"] for o in objects} & set(tags) for name, objects in truth.items()}
-    return scenes.tag_f1({name: set(tags) for name in truth}, true)["f1"]
-
-
 def test_fine_tuning_on_old_plus_new_tags_keeps_the_old_and_learns_the_new(tmp_path):
     scenes_dir = scenes.write_scenes(tmp_path / "scenes", 480, seed=31, image_size=32)
     test_dir = scenes.write_scenes(tmp_path / "test", 120, seed=32, image_size=32)
@@ -104,16 +75,16 @@ def test_fine_tuning_on_old_plus_new_tags_keeps_the_old_and_learns_the_new(tmp_p
               "--seed", "5"]
     assert cli_main(["train", "--train-dir", str(phase1), "--output-dir", str(tmp_path / "a"), "--model-config",
                      "tiny", "--tag-list", str(old_list), "--max-steps", "150", *common]) == 0
-    old_f1 = _f1_on(tmp_path / "a", test_dir, OLD_TAGS)
-    assert old_f1 > _all_tags_f1(test_dir, OLD_TAGS) + 0.15  # phase 1 learned its colours
+    old_f1 = scenes.model_tag_f1(tmp_path / "a", test_dir, OLD_TAGS)["f1"]
+    assert old_f1 > scenes.every_tag_f1(test_dir, OLD_TAGS) + 0.15  # phase 1 learned its colours
 
     assert cli_main(["train", "--train-dir", str(phase2), "--output-dir", str(tmp_path / "ab"), "--init-from",
                      str(tmp_path / "a"), "--tag-list", str(both_list), "--max-steps", "200", "--learning-rate",
                      "1e-3", "--per-device-train-batch-size", "32", "--no-augment", *common]) == 0
     config = json.loads((tmp_path / "ab" / "config.json").read_text())
     assert config["tag_names"] == OLD_TAGS + NEW_TAGS
-    kept_f1 = _f1_on(tmp_path / "ab", test_dir, OLD_TAGS)
-    new_f1 = _f1_on(tmp_path / "ab", test_dir, NEW_TAGS)
+    kept_f1 = scenes.model_tag_f1(tmp_path / "ab", test_dir, OLD_TAGS)["f1"]
+    new_f1 = scenes.model_tag_f1(tmp_path / "ab", test_dir, NEW_TAGS)["f1"]
     assert kept_f1 >= old_f1 - 0.05, (old_f1, kept_f1)
-    assert new_f1 > _all_tags_f1(test_dir, NEW_TAGS) + 0.1, new_f1  # and the new ones were learned
+    assert new_f1 > scenes.every_tag_f1(test_dir, NEW_TAGS) + 0.1, new_f1  # and the new ones were learned
     print(f"old tags F1 {old_f1:.3f} -> {kept_f1:.3f} after fine-tuning; new tags F1 {new_f1:.3f}")
