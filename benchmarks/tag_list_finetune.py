@@ -59,7 +59,8 @@ def main() -> int:
     parser.add_argument("--phase1-steps", type=int, default=1000)
     parser.add_argument("--phase2-steps", type=int, default=500)
     parser.add_argument("--phase2-options", default="",
-                        help="more `tag2text train` options for phase 2, e.g. \"--no-augment --learning-rate 1e-3\" "
+                        help="more `tag2text train` options for phase 2, e.g. "
+                             "--phase2-options=\"--augment --learning-rate 1e-3\" (with '=': the value starts with --) "
                              "(default: none, the fine-tuning defaults of --init-from)")
     parser.add_argument("--reuse-phase1", action="store_true", help="keep an existing WORK/A model")
     args = parser.parse_args()

@@ -218,6 +218,10 @@ class Tag2TextConfig(PretrainedConfig):
         tag_separator_token_ids: WordPiece ids of ``tag_separator``.
         prompt_token_ids: WordPiece ids of ``prompt`` (no special tokens); the decoder starts from
             ``[DEC]`` followed by them.
+        trained_with_augmentation: whether ``tag2text train`` last trained these weights with the training
+            augmentation (None: not recorded, as for the converted released weights, which were trained with
+            it). ``tag2text train --init-from`` continues with the same choice unless ``--augment`` or
+            ``--no-augment`` is given.
     """
 
     model_type = "tag2text"
@@ -248,6 +252,7 @@ class Tag2TextConfig(PretrainedConfig):
         tag_separator_token_ids: list[int] | None = None,
         prompt_token_ids: list[int] | None = None,
         tie_word_embeddings: bool = True,
+        trained_with_augmentation: bool | None = None,
         **kwargs,
     ):
         self.vision_config = _build_vision_config(vision_config)
@@ -282,6 +287,9 @@ class Tag2TextConfig(PretrainedConfig):
             list(map(int, tag_separator_token_ids)) if tag_separator_token_ids is not None else None
         )
         self.prompt_token_ids = list(map(int, prompt_token_ids)) if prompt_token_ids is not None else None
+        if trained_with_augmentation is not None and not isinstance(trained_with_augmentation, bool):
+            raise ValueError(f"trained_with_augmentation must be true, false or null, got {trained_with_augmentation!r}")
+        self.trained_with_augmentation = trained_with_augmentation
         self._validate()
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
         self.tie_word_embeddings = tie_word_embeddings

@@ -88,6 +88,46 @@ def test_the_trained_model_loads_and_captions_held_out_images(user_run):
         assert isinstance(line["caption"], str) and set(line["tags"]) <= names
 
 
+def test_a_fine_tune_augments_as_its_start_model_was_trained(user_run, tmp_path):
+    """--init-from without --augment/--no-augment: off after a model trained without it (recorded in its
+    config), on for weights with nothing recorded (as converted released ones); the flags still win."""
+    import argparse
+    import shutil
+
+    from tag2text.training.arguments import add_arguments, dataclasses_from_namespace
+    from tag2text.training.train_command import prepare_training
+
+    out = user_run["out"]
+    assert json.loads((out / "config.json").read_text())["trained_with_augmentation"] is False
+    unrecorded = tmp_path / "unrecorded"
+    shutil.copytree(out, unrecorded)
+    config = json.loads((unrecorded / "config.json").read_text())
+    del config["trained_with_augmentation"]
+    (unrecorded / "config.json").write_text(json.dumps(config))
+
+    def augments(start, *flags):
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        target = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+        args = parser.parse_args(["--train-dir", str(user_run["train"]), "--output-dir", str(target), "--init-from",
+                                  str(start), "--max-steps", "1", *flags])
+        setup = prepare_training(*dataclasses_from_namespace(args)[:3])
+        return setup.collator.augmentation is not None, setup.model.config.trained_with_augmentation
+
+    assert augments(out) == (False, False)
+    assert augments(unrecorded) == (True, True)
+    assert augments(out, "--augment") == (True, True)
+    assert augments(unrecorded, "--no-augment") == (False, False)
+
+    tuned = tmp_path / "tuned"  # the user's command, and what it records for the next fine-tune
+    result = _tag2text("train", "--train-dir", user_run["train"], "--output-dir", tuned, "--init-from", out,
+                       "--max-steps", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "augmentation off (its config says it was trained without it)" in result.stderr
+    assert json.loads((tuned / "config.json").read_text())["trained_with_augmentation"] is False
+    assert json.loads((tuned / "train_summary.json").read_text())["defaults_chosen"]["augment"] is False
+
+
 @pytest.mark.parametrize("argv, named", [
     (["train", "--max-steps", "0"], "--max-steps"),
     (["train", "--per-device-train-batch-size", "-4"], "--per-device-train-batch-size"),

@@ -107,7 +107,8 @@ class DataArguments:
     augment: bool | None = field(default=None, metadata={
         "help": "Training augmentation as released: random crops, flips, RandAugment. Default: off for a new model "
                 "(from scratch in few steps it slowed learning and its crops cut captioned objects out of the "
-                "images), on with --init-from."})
+                "images); with --init-from, as the model was last trained (its config's trained_with_augmentation; "
+                "on where not recorded, as for the released weights)."})
     crop_min_scale: float = field(default=0.2, metadata={
         "type": _crop_scale, "help": "Smallest crop area of RandomResizedCrop (1 = no crop)."})
     horizontal_flip: bool = field(default=True, metadata={
@@ -314,9 +315,10 @@ def dataclasses_from_namespace(namespace) -> tuple:
         training = Tag2TextTrainingArguments(**given, **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(f"training options: {error}") from None
-    if own[1].augment is None:
-        own[1].augment = bool(own[0].init_from)
-        chosen["augment"] = own[1].augment
+    if own[1].augment is None and not own[0].init_from:
+        # With --init-from the choice follows the model's config; prepare_training makes it once that is read.
+        own[1].augment = False
+        chosen["augment"] = False
     return own[0], own[1], training, chosen
 
 
