@@ -64,6 +64,12 @@ def test_defaults_depend_on_the_start_and_explicit_values_win(tmp_path):
     assert training.warmup_steps == 0.05 and training.per_device_train_batch_size == 32
     assert training.loss_weights == "tag=2,lm=1,itc=0.5,itm=0.5" and training.tag_loss_scale == "batch"
     assert chosen["learning_rate"] == 1e-3
+    import torch
+
+    # without an accelerator, pinned memory is off by default (torch would warn and ignore it); asked for, it stays
+    assert training.dataloader_pin_memory is torch.accelerator.is_available()
+    _, _, pinned, chosen_pinned = dataclasses_from_namespace(_parse(*base, "--dataloader-pin-memory", "true"))
+    assert pinned.dataloader_pin_memory is True and "dataloader_pin_memory" not in chosen_pinned
 
     _, _, tuned, chosen = dataclasses_from_namespace(_parse(*base, "--init-from", str(tmp_path)))
     assert tuned.learning_rate == 5e-5 and tuned.loss_weights == "tag=1,lm=1,itc=1,itm=1"

@@ -315,11 +315,20 @@ def dataclasses_from_namespace(namespace) -> tuple:
         training = Tag2TextTrainingArguments(**given, **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(f"training options: {error}") from None
+    if "dataloader_pin_memory" not in given and training.dataloader_pin_memory and not _has_accelerator():
+        # Pinned memory only speeds copies to an accelerator; without one torch ignores it with a warning.
+        training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = False
     if own[1].augment is None and not own[0].init_from:
         # With --init-from the choice follows the model's config; prepare_training makes it once that is read.
         own[1].augment = False
         chosen["augment"] = False
     return own[0], own[1], training, chosen
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def _training_names() -> list[str]:
