@@ -168,7 +168,6 @@ def tag_f1(predicted: dict[str, set], truth: dict[str, set]) -> dict:
     return {"precision": precision, "recall": recall, "f1": f1, "macro_f1": macro}
 
 
-
 def model_tag_f1(model_dir, test_dir, tags) -> dict:
     """:func:`tag_f1` within ``tags`` of a saved model's (calibrated) tags on the scenes of ``test_dir``, against
     their drawn shapes and colours."""

@@ -318,10 +318,6 @@ def dataclasses_from_namespace(namespace) -> tuple:
     if "dataloader_pin_memory" not in given and training.dataloader_pin_memory and not _has_accelerator():
         # Pinned memory only speeds copies to an accelerator; without one torch ignores it with a warning.
         training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = False
-    if own[1].augment is None and not own[0].init_from:
-        # With --init-from the choice follows the model's config; prepare_training makes it once that is read.
-        own[1].augment = False
-        chosen["augment"] = False
     return own[0], own[1], training, chosen
 
 

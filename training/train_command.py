@@ -86,16 +86,20 @@ def _captions_of(dataset) -> list[str]:
     return []
 
 
-def inherited_augmentation(config, init_from) -> bool:
-    """The augmentation default of a fine-tune: as the ``--init-from`` model was last trained.
+def default_augmentation(config, init_from) -> bool:
+    """Whether to augment when neither ``--augment`` nor ``--no-augment`` is given: never for a new model (see
+    :attr:`~.arguments.DataArguments.augment`); with ``--init-from``, as that model was last trained.
 
-    A model this command trained without augmentation (from scratch, by default) learned its tags from
-    unaltered images; RandAugment's colour operations and crops that cut tagged objects out would then teach
-    it other tags (measured: -0.08 F1 on colour tags, benchmarks/tag_list_finetune.py). Weights with nothing
-    recorded (converted released ones) were trained with the released augmentation, so it stays on for them.
+    A model this command trained without augmentation learned its tags from unaltered images; RandAugment's
+    colour operations and crops that cut tagged objects out would then teach it other tags (measured: -0.08 F1
+    on colour tags, benchmarks/tag_list_finetune.py). Weights with nothing recorded (converted released ones)
+    were trained with the released augmentation, so it stays on for them.
     """
-    recorded = getattr(config, "trained_with_augmentation", None)
-    augment = True if recorded is None else bool(recorded)
+    if not init_from:
+        logger.info("training a new model: augmentation off; --augment turns it on")
+        return False
+    recorded = config.trained_with_augmentation
+    augment = True if recorded is None else recorded
     logger.info("fine-tuning %s: augmentation %s (%s); --augment or --no-augment overrides", init_from,
                 "on" if augment else "off",
                 "not recorded in its config: the released recipe" if recorded is None
@@ -177,11 +181,10 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         logger.info("streamed data: %d samples -> max_steps=%d", train_dataset.num_samples, training_args.max_steps)
 
     image_size = int(model.config.vision_config.image_size)
+    if data_args.augment is None:
+        data_args.augment = default_augmentation(model.config, model_args.init_from)
     augment = data_args.augment
-    if augment is None:  # a new model trains without it (see DataArguments.augment)
-        augment = data_args.augment = (inherited_augmentation(model.config, model_args.init_from)
-                                       if model_args.init_from else False)
-    model.config.trained_with_augmentation = bool(augment)  # saved with the weights: the next fine-tune follows it
+    model.config.trained_with_augmentation = augment  # saved with the weights: the next fine-tune follows it
     augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if augment else None
     collator = Tag2TextCollator(processor, model.config.tag_names, augmentation=augmentation,
                                 shuffle_tags=data_args.shuffle_tags,
@@ -388,14 +391,14 @@ def run(args) -> int:
 
     check_arguments(args)
     model_args, data_args, training_args, chosen = dataclasses_from_namespace(args)
-    follows_model = data_args.augment is None  # --init-from without --augment/--no-augment
+    augment_given = data_args.augment is not None  # else prepare_training chooses it (default_augmentation)
     if chosen:
         logger.info("%s: defaults for the options not given: %s",
                     "fine-tuning --init-from" if model_args.init_from else "training a new model from scratch",
                     ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in chosen.items()))
     try:
         setup = prepare_training(model_args, data_args, training_args)
-        if follows_model:
+        if not augment_given:
             chosen["augment"] = data_args.augment
         setup.defaults_chosen = chosen
         summary = run_training(setup)
