@@ -14,8 +14,8 @@ TEST_COMMAND = $(OFFLINE) $(VENV)/bin/pytest -q
 
 # Programs the suite runs and the Debian packages that bring them: Java for the COCO caption toolkit (the
 # reference tokenizer and METEOR), headless Chromium and its driver for the demo page's browser test.
-SYSTEM_COMMANDS = java chromium chromedriver
-SYSTEM_PACKAGES = default-jre-headless chromium chromium-driver
+# Each entry is COMMAND:PACKAGE; only the packages of missing commands are installed.
+SYSTEM_PROGRAMS = java:default-jre-headless chromium:chromium chromedriver:chromium-driver
 SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 
 # The supported transformers range, tested at both ends (setup.cfg declares the same range).
@@ -45,11 +45,12 @@ test: $(VENV)/.installed system-packages
 install: $(VENV)/.installed
 
 system-packages:
-	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	@missing=""; for entry in $(SYSTEM_PROGRAMS); do \
+		command -v $${entry%%:*} >/dev/null || missing="$$missing $${entry#*:}"; done; \
 	if [ -n "$$missing" ]; then \
-		command -v apt-get >/dev/null || { echo "make: the tests need$$missing; install $(SYSTEM_PACKAGES) (Debian names) and run make test again" >&2; exit 2; }; \
-		echo "installing$$missing ($(SYSTEM_PACKAGES))"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); \
+		command -v apt-get >/dev/null || { echo "make: the tests need the Debian packages$$missing (or their equivalents); install them and run make test again" >&2; exit 2; }; \
+		echo "make: installing$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq$$missing; \
 	fi
 
 # Reinstalled when the package's requirements change.
