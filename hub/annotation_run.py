@@ -32,6 +32,7 @@ import time
 from collections import Counter
 
 from .cli_args import UsageError, check_device, non_negative_int, positive_int
+from .device_choice import pin_batches, process_device
 
 logger = logging.getLogger(__name__)
 
@@ -242,9 +243,7 @@ class Processes:
 def _device(args, processes):
     import torch
 
-    name = args.device
-    if name == "cuda" and processes.world > 1:
-        name = f"cuda:{processes.local_rank}"  # one process per GPU
+    name = process_device(args.device, processes.world, processes.local_rank)
     check_device(name, "--device")
     return torch.device(name)
 
@@ -308,7 +307,7 @@ def run_sharded(args) -> int:
     loader = torch.utils.data.DataLoader(
         DecodedImages(share, tables, processor.image_processor, args.max_image_pixels),
         batch_size=args.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-        pin_memory=device.type == "cuda", worker_init_fn=_worker_init if num_workers else None,
+        pin_memory=pin_batches(device.type), worker_init_fn=_worker_init if num_workers else None,
         persistent_workers=False,
     )
     # Start the workers before the model loads: they fork a small process and decode while it loads.

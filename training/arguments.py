@@ -27,6 +27,7 @@ from ..hub.cli_args import (
     positive_int,
     probability,
 )
+from ..hub.device_choice import training_pin_memory
 
 
 def _fraction_below_half(text: str) -> float:
@@ -315,9 +316,10 @@ def dataclasses_from_namespace(namespace) -> tuple:
         training = Tag2TextTrainingArguments(**given, **chosen)
     except (ValueError, TypeError) as error:
         raise UsageError(f"training options: {error}") from None
-    if "dataloader_pin_memory" not in given and training.dataloader_pin_memory and not _has_accelerator():
-        # Pinned memory only speeds copies to an accelerator; without one torch ignores it with a warning.
-        training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = False
+    pinned = training_pin_memory(training.dataloader_pin_memory, "dataloader_pin_memory" in given,
+                                 _has_accelerator())
+    if pinned != training.dataloader_pin_memory:
+        training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = pinned
     return own[0], own[1], training, chosen
 
 
