@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +24,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
+from .generation_lengths import LENGTH_ARGUMENTS, generation_lengths
 from .generation_original import original_beam_search
 from .tag_output import Tag2TextTagOutput
 from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
@@ -743,6 +745,19 @@ class Tag2TextTemperature(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _renamed_tag_targets(tag_targets, kwargs: dict, owner: str):
+    """``tag_targets``, also when given under its old name ``tag_labels`` (popped from ``kwargs``; warned once)."""
+    legacy = kwargs.pop("tag_labels", None)
+    if legacy is None:
+        return tag_targets
+    if tag_targets is not None:
+        raise ValueError(f"{owner}.forward got both tag_targets and its old name tag_labels; pass tag_targets only")
+    warnings.warn(f"{owner}.forward: tag_labels is renamed tag_targets (transformers' Trainer would take "
+                  "tag_labels for a label every evaluation batch must have); pass tag_targets",
+                  FutureWarning, stacklevel=3)
+    return legacy
+
+
 class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
     """Tag2Text with the text decoder: tags an image, encodes the tags with the image, and writes a caption."""
 
@@ -750,9 +765,17 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         "text_decoder.cls.predictions.decoder.weight": "text_decoder.bert.embeddings.word_embeddings.weight",
     }
     _keys_to_ignore_on_load_unexpected = None
+    # transformers' Trainer passes ``num_items_in_batch`` (the caption tokens of the whole accumulated batch) to
+    # forward, which then divides the token-summed LM loss by it, as transformers' ForCausalLM loss does: the
+    # accumulated gradient is the one of the whole batch, whatever the padding. The tagging loss is already a sum
+    # over images, so the sum of the micro-batches' values is the whole batch's value; the Trainer does not divide
+    # the loss by the accumulation steps then.
+    accepts_loss_kwargs = True
 
     def __init__(self, config: Tag2TextConfig):
         Tag2TextPreTrainedModel.__init__(self, config)
+        # The LM loss shifts the labels itself: the Trainer counts num_items_in_batch over labels[..., 1:].
+        self.loss_type = "ForCausalLM"
         self._build_encoder_side(config)
         self.text_decoder = Tag2TextTextDecoder(config.text_config)
         self.post_init()
@@ -852,6 +875,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         labels=None,
         output_attentions=False,
         output_hidden_states=False,
+        num_items_in_batch=None,
     ):
         logits, all_hidden, self_attn, cross_attn = self.text_decoder(
             input_ids,
@@ -863,8 +887,15 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             output_hidden_states=output_hidden_states,
         )
         loss = None
-        if labels is not None:
+        if labels is not None and num_items_in_batch is None:
             loss = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing)
+        elif labels is not None:
+            # Summed over the tokens here, divided by the tokens of the whole (accumulated) batch.
+            summed = language_modeling_loss(logits, labels, self.config.text_config.label_smoothing,
+                                            reduction="none").sum()
+            if torch.is_tensor(num_items_in_batch):
+                num_items_in_batch = num_items_in_batch.to(summed.device)
+            loss = summed / num_items_in_batch
         return loss, logits, all_hidden, self_attn, cross_attn
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -876,7 +907,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         tag_input_ids: torch.LongTensor | None = None,
         tag_attention_mask: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        tag_labels: torch.Tensor | None = None,
+        tag_targets: torch.Tensor | None = None,
         encoder_hidden_states: torch.FloatTensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache=None,
@@ -889,11 +920,18 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         """Teacher-forced captioning (training) or one decoding step (generation).
 
         Training: ``pixel_values``, caption ``input_ids`` starting with ``[DEC]``, ``tag_input_ids`` (starting
-        with ``[ENC]``), ``labels`` (-100 on prompt and padding) and optionally multi-hot ``tag_labels``.
-        When ``tag_input_ids`` is missing the predicted tags are used. Generation passes
-        ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
+        with ``[ENC]``), ``labels`` (-100 on prompt and padding) and optionally multi-hot ``tag_targets``
+        (batch, num_tags) for the tagging loss. When ``tag_input_ids`` is missing the predicted tags are used.
+        Generation passes ``encoder_hidden_states`` (the interaction-encoder output) instead of the image.
+        ``num_items_in_batch`` (from transformers' Trainer): the LM loss is then the token sum divided by it.
+
+        The tag targets are not named ``*labels*``: transformers' Trainer takes every forward argument whose
+        name contains "label" as a label it requires for an evaluation loss, so a caption-only batch would get
+        no ``eval_loss``. The old name ``tag_labels`` still works, with a deprecation warning.
         """
         image_embeds = kwargs.pop("image_embeds", None)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        tag_targets = _renamed_tag_targets(tag_targets, kwargs, type(self).__name__)
         if kwargs:
             raise TypeError(f"Tag2TextForCaptioning.forward got unexpected argument(s) {sorted(kwargs)}")
         requested_hidden_states = output_hidden_states
@@ -905,8 +943,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             if image_embeds is None:
                 image_embeds, vision = self.get_vision_outputs(pixel_values, output_attentions, output_hidden_states)
             tag_logits = self.get_tag_logits(image_embeds)
-            if tag_labels is not None:
-                loss_tag = self.tagging_loss(tag_logits, tag_labels)
+            if tag_targets is not None:
+                loss_tag = self.tagging_loss(tag_logits, tag_targets)
             if tag_input_ids is None:
                 tag_input_ids, tag_attention_mask = self.build_tag_input_ids(
                     self.select_tags(tag_logits.detach()), device=image_embeds.device
@@ -933,6 +971,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             labels,
             output_attentions,
             output_hidden_states,
+            num_items_in_batch,
         )
         losses = [value for value in (loss_lm, loss_tag) if value is not None]
         output = Tag2TextForCaptioningOutput(
@@ -1067,7 +1106,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             beam_scoring: ``"current"`` (transformers' beam search: scores divided by the number of generated
                 tokens) or ``"original"`` (the released model's transformers 4.26 rule: divided by the length
                 including the prompt; token for token as the original; supports num_beams, max_length,
-                min_length, max_new_tokens, repetition_penalty and returns ids only).
+                min_length, max_new_tokens, min_new_tokens, repetition_penalty and returns ids only).
             image_embeds: visual tokens from :meth:`get_image_embeddings` instead of ``pixel_values``.
             encoder_hidden_states: the interaction-encoder output (e.g. of an earlier call, or in assisted
                 generation): skips the image side; ``input_ids`` are then continued as given.
@@ -1105,15 +1144,11 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         if beam_scoring == "original":
             return self._generate_original_beams(encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs)
         config = generate_kwargs.get("generation_config") or self.generation_config
-        # A caller's max_length/min_length replaces the default new-token counts instead of being overridden.
-        if generate_kwargs.get("max_length") is not None:
-            generate_kwargs.setdefault("max_new_tokens", None)
-        if generate_kwargs.get("min_length") is not None:
-            generate_kwargs.setdefault("min_new_tokens", None)
-        default_min = config.min_new_tokens
-        max_new = generate_kwargs.get("max_new_tokens")
-        if "min_new_tokens" not in generate_kwargs and default_min and max_new is not None and max_new < default_min:
-            generate_kwargs["min_new_tokens"] = max_new  # a short max_new_tokens lowers the default minimum
+        # The lengths by the rule every backend shares, handed to transformers as totals.
+        requested = {name: generate_kwargs.pop(name, None) for name in LENGTH_ARGUMENTS}
+        generate_kwargs["max_length"], generate_kwargs["min_length"] = generation_lengths(
+            prompt_ids.shape[1], config, **requested)
+        generate_kwargs["max_new_tokens"] = generate_kwargs["min_new_tokens"] = None
         if "eos_token_id" not in generate_kwargs and config.eos_token_id is None:
             # Directories saved before the generation config carried it: a caption ends at [SEP].
             generate_kwargs["eos_token_id"] = self.config.text_config.sep_token_id
@@ -1153,20 +1188,15 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         generated.masked_fill_(after_eos > 0, int(pad_token_id))
 
     def _generate_original_beams(self, encoder_hidden_states, prompt_ids, prompt_mask, generate_kwargs):
-        supported = {"num_beams", "max_length", "min_length", "repetition_penalty", "max_new_tokens"}
+        supported = {"num_beams", "repetition_penalty", *LENGTH_ARGUMENTS}
         unsupported = sorted(k for k, v in generate_kwargs.items() if k not in supported and v is not None)
         if unsupported:
             raise ValueError(f"beam_scoring='original' does not support {unsupported}; use beam_scoring='current'")
         if not bool(prompt_mask.all()):
             raise ValueError("beam_scoring='original' needs prompts of equal length (no padding)")
-        prompt_length = prompt_ids.shape[1]
         config = self.generation_config
-        max_length = generate_kwargs.get("max_length")
-        if max_length is None:
-            max_length = prompt_length + (generate_kwargs.get("max_new_tokens") or config.max_new_tokens)
-        min_length = generate_kwargs.get("min_length")
-        if min_length is None:
-            min_length = prompt_length + (config.min_new_tokens or 0)
+        max_length, min_length = generation_lengths(
+            prompt_ids.shape[1], config, **{name: generate_kwargs.get(name) for name in LENGTH_ARGUMENTS})
         return original_beam_search(
             self,
             encoder_hidden_states,
