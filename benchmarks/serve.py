@@ -60,7 +60,7 @@ def _build(size: str, directory: str):
         if size == "tiny":
             config = preset_config("tiny", tokenizer=tokenizer, tag_names=tags)
         else:
-            from tag2text.training.quickstart_command import QUICKSTART_ARCHITECTURE
+            from tag2text.training.quickstart import QUICKSTART_ARCHITECTURE
 
             values = json.loads(json.dumps(QUICKSTART_ARCHITECTURE))
             values["text_config"].update(

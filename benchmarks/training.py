@@ -54,7 +54,7 @@ def _build(size: str, device):
     from tag2text import preset_config
     from tag2text.training import Tag2TextCollator
     from tag2text.training.model_setup import make_processor, new_config, write_caption_vocabulary
-    from tag2text.training.quickstart_command import QUICKSTART_ARCHITECTURE
+    from tag2text.training.quickstart import QUICKSTART_ARCHITECTURE
     from tag2text.training.synthetic import describe, draw_scene, random_scene
     from tag2text.training.tag_mining import TagList
     from tag2text import build_tokenizer

@@ -13,38 +13,33 @@ importing torch and transformers:
 
 from __future__ import annotations
 
-import importlib
+from ..lazy_exports import lazy_exports
 
 _EXPORTS = {
-    "convert_checkpoint": "conversion",
-    "ConversionReport": "conversion",
-    "CheckpointDownloadError": "conversion",
-    "download_released_checkpoint": "conversion",
-    "load_original_checkpoint": "conversion",
-    "RELEASED_CHECKPOINT_URL": "conversion",
-    "convert_state_dict": "checkpoint_mapping",
-    "expected_shapes": "checkpoint_mapping",
-    "load_converted_state_dict": "checkpoint_mapping",
-    "unwrap_state_dict": "checkpoint_mapping",
-    "CheckpointConversionError": "checkpoint_mapping",
-    "config_from_original": "original_config",
-    "read_tag_list": "original_config",
-    "OriginalConfigError": "original_config",
-    "push_model_directory": "upload",
-    "check_model_directory": "upload",
-    "ModelDirectoryError": "upload",
-    "render_model_card": "model_card",
-    "export_onnx": "onnx_export",
-    "quantize_export": "onnx_export",
+    "convert_checkpoint": ".conversion",
+    "ConversionReport": ".conversion",
+    "CheckpointDownloadError": ".conversion",
+    "download_released_checkpoint": ".conversion",
+    "load_original_checkpoint": ".conversion",
+    "RELEASED_CHECKPOINT_URL": ".conversion",
+    "convert_state_dict": ".checkpoint_mapping",
+    "expected_shapes": ".checkpoint_mapping",
+    "load_converted_state_dict": ".checkpoint_mapping",
+    "unwrap_state_dict": ".checkpoint_mapping",
+    "CheckpointConversionError": ".checkpoint_mapping",
+    "config_from_original": ".original_config",
+    "read_tag_list": ".original_config",
+    "OriginalConfigError": ".original_config",
+    "push_model_directory": ".upload",
+    "check_model_directory": ".upload",
+    "ModelDirectoryError": ".upload",
+    "render_model_card": ".model_card",
+    "export_onnx": ".onnx_export",
+    "quantize_export": ".onnx_export",
     "generate_like_original": "..generation_original",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        target = _EXPORTS[name]
-        module = importlib.import_module(target if target.startswith("..") else f".{target}", __name__)
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

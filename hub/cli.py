@@ -3,11 +3,13 @@
 Each subcommand lives in its own module, imported only when that subcommand is named, so that
 ``tag2text --help`` and every ``tag2text COMMAND --help`` import neither torch nor transformers (a command
 module imports them inside ``run``). A subcommand module defines ``add_arguments(parser)`` and
-``run(args) -> int``.
+``run(args) -> int``, and may define ``parent_parser()``, a parser whose options the subcommand takes over
+(``train``: transformers' ``HfArgumentParser``).
 
 Errors a user can fix are one line on stderr, ``tag2text COMMAND: error: MESSAGE``, with exit status 2 and no
 traceback: bad option values (argparse, through :class:`CliParser`), :class:`~tag2text.hub.cli_args.UsageError`
-and the loaders' own errors for models and tokenizers that cannot be used.
+and the errors that the lower layers raise for values a user gave (models and tokenizers that cannot be used,
+training options out of range). Only this package (``tag2text.hub``) speaks to the command line.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("tag2text.hub.convert_command", "convert the original tag2text_swin_14m.pth checkpoint"),
     "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),
     "push": ("tag2text.hub.push_command", "upload a model directory to the Hugging Face Hub"),
-    "mine-tags": ("tag2text.processing.mine_tags_command", "parse captions into object/attribute/action tags"),
-    "build-tag-list": ("tag2text.processing.build_tag_list_command", "build a tag list from a caption corpus"),
-    "score-captions": ("tag2text.training.metrics.score_captions_command", "BLEU/METEOR/ROUGE-L/CIDEr of captions"),
-    "train": ("tag2text.training.train_command", "train or fine-tune Tag2Text with the Trainer"),
-    "evaluate": ("tag2text.training.evaluate_command", "tagging, captioning and retrieval metrics of a model"),
-    "quickstart": ("tag2text.training.quickstart_command", "train a small model on built-in synthetic data"),
+    "mine-tags": ("tag2text.hub.mine_tags_command", "parse captions into object/attribute/action tags"),
+    "build-tag-list": ("tag2text.hub.build_tag_list_command", "build a tag list from a caption corpus"),
+    "score-captions": ("tag2text.hub.score_captions_command", "BLEU/METEOR/ROUGE-L/CIDEr of captions"),
+    "train": ("tag2text.hub.train_command", "train or fine-tune Tag2Text with the Trainer"),
+    "evaluate": ("tag2text.hub.evaluate_command", "tagging, captioning and retrieval metrics of a model"),
+    "quickstart": ("tag2text.hub.quickstart_command", "train a small model on built-in synthetic data"),
     "serve": ("tag2text.hub.serve_command", "web demo and HTTP API (dynamic batching) for a model"),
 }
 
@@ -44,23 +46,29 @@ class CliParser(argparse.ArgumentParser):
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = CliParser(prog="tag2text", description="Tag2Text command-line tools.", formatter_class=HelpFormatter)
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # Its own dest: after the subcommand, --log-level is TrainingArguments' (train), which must not replace it.
+    parser.add_argument("--log-level", dest="cli_log_level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     parser.command_parsers = {}
-    for name, (module, help_text) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name) if name == command else None
+        parents = [module.parent_parser()] if hasattr(module, "parent_parser") else []
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter,
+                                    parents=parents)
         parser.command_parsers[name] = sub_parser
-        if name == command:
-            importlib.import_module(module).add_arguments(sub_parser)
+        if module is not None:
+            module.add_arguments(sub_parser)
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    # Imported here: both modules are light, but main() should not need them to print --help.
+    # Imported here: these modules are light, but main() should not need them to print --help.
     from ..processing.source_check import TokenizerLoadError
+    from ..training.arguments import TrainingArgumentError
     from .model_source import ModelSourceError
 
-    return UsageError, TokenizerLoadError, ModelSourceError
+    return UsageError, TokenizerLoadError, ModelSourceError, TrainingArgumentError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.cli_log_level, format="%(levelname)s %(name)s: %(message)s")
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

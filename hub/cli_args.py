@@ -13,74 +13,38 @@ This module imports nothing heavy: it is loaded for ``--help``.
 from __future__ import annotations
 
 import argparse
-import math
 import os
+
+from ..training.numbers import parse_number
 
 
 class UsageError(Exception):
     """A bad command-line value found after parsing; the message names the option and the value."""
 
 
-def _number(text: str, kind):
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+def number_type(kind=float, name: str | None = None, **bounds):
+    """An argparse ``type=`` of :func:`~tag2text.training.numbers.parse_number` (argparse then names the option in its one-line error)."""
+
+    def parse(text: str):
+        try:
+            return parse_number(text, kind, **bounds)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = name or kind.__name__
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An integer of at least 1."""
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer of at least 0."""
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number above 0."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number in [0, 1] (thresholds)."""
-    value = _number(text, float)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+positive_int = number_type(int, "positive_int", at_least=1)  # an integer of at least 1
+non_negative_int = number_type(int, "non_negative_int", at_least=0)
+positive_float = number_type(float, "positive_float", above=0)  # a finite number above 0
+non_negative_float = number_type(float, "non_negative_float", at_least=0)
+probability = number_type(float, "probability", at_least=0, at_most=1)  # a number in [0, 1] (thresholds)
 
 
 def int_at_least(minimum: int):
     """An ``type=`` for integers of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        value = _number(text, int)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-
-    parse.__name__ = f"int_at_least_{minimum}"
-    return parse
+    return number_type(int, f"int_at_least_{minimum}", at_least=minimum)
 
 
 def device(text: str) -> str:

@@ -75,4 +75,4 @@ def test_wheel_ships_the_evaluate_modules(tmp_path):
     names = zipfile.ZipFile(next(tmp_path.glob("tag2text-*.whl"))).namelist()
     for name in MODULE_NAMES:
         assert f"tag2text/training/metrics/evaluate_modules/{name}/{name}.py" in names
-    assert "tag2text/training/metrics/score_captions_command.py" in names
+    assert "tag2text/hub/score_captions_command.py" in names

@@ -1,25 +1,23 @@
 """Training defaults: the `small` preset, the tokenizer trained on captions, run-dependent training defaults,
-and the TrainingArguments option description that keeps `tag2text train --help` free of transformers."""
+and the train options, made by transformers' HfArgumentParser."""
 
 import argparse
 import dataclasses
 
 import pytest
 
-from tag2text.hub.cli_args import UsageError
+from tag2text.training.arguments import TrainingArgumentError
 
 
 def _parse(*argv):
-    from tag2text.training.arguments import add_arguments
+    from tag2text.training.arguments import argument_parser
 
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return parser.parse_args(list(argv))
+    return argument_parser().parse_args(list(argv))
 
 
 def test_small_preset_is_the_quickstart_architecture_and_loads_by_name():
     from tag2text import Tag2TextConfig, Tag2TextForCaptioning, preset_config
-    from tag2text.training.quickstart_command import QUICKSTART_ARCHITECTURE
+    from tag2text.training.quickstart import QUICKSTART_ARCHITECTURE
 
     config = preset_config("small", vocab_size=200, tag_names=["a", "b", "c"])
     by_name = Tag2TextConfig.from_pretrained("small")
@@ -87,17 +85,21 @@ def test_defaults_depend_on_the_start_and_explicit_values_win(tmp_path):
     assert explicit.adam_beta2 == reference.adam_beta2 and explicit.save_steps == reference.save_steps
 
 
-def test_bad_values_are_rejected_while_parsing(tmp_path, capsys):
-    base = ["--train-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")]
+def test_bad_values_are_one_line_naming_the_option_and_the_value(tmp_path, capsys):
+    """Through the command line: a value argparse cannot convert, or one out of range (checked by the argument
+    dataclasses), is one line on stderr with the option and the value, exit status 2, before any data is read."""
+    from tag2text.hub.cli import main
+
+    base = ["train", "--train-dir", str(tmp_path), "--output-dir", str(tmp_path / "o")]
     for option, value in (("--max-steps", "0"), ("--per-device-train-batch-size", "-4"), ("--learning-rate", "abc"),
                           ("--tag-threshold", "1.5"), ("--holdout-fraction", "0.7"), ("--max-steps", "-3"),
-                          ("--lr-scheduler-type", "sideways"), ("--augment", "maybe")):
-        with pytest.raises(SystemExit) as stopped:
-            _parse(*base, option, value)
-        assert stopped.value.code == 2
-        message = capsys.readouterr().err.strip().splitlines()[-1]
-        assert option in message and value in message, message
-    assert _parse(*base, "--max-steps", "-1").max_steps == -1  # transformers' "use the epochs"
+                          ("--lr-scheduler-type", "sideways"), ("--augment", "maybe"), ("--learning-rate", "nan"),
+                          ("--num-tags", "0"), ("--crop-min-scale", "0")):
+        assert main([*base, option, value]) == 2, (option, value)
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tag2text train: error: "), lines
+        assert option in lines[0] and value in lines[0], lines[0]
+    assert _parse("--max-steps", "-1").max_steps == -1  # transformers' "use the epochs"
 
 
 def test_training_arguments_that_transformers_rejects_become_usage_errors(tmp_path):
@@ -105,41 +107,35 @@ def test_training_arguments_that_transformers_rejects_become_usage_errors(tmp_pa
 
     args = _parse("--train-dir", str(tmp_path), "--output-dir", str(tmp_path / "o"), "--load-best-model-at-end",
                   "--eval-strategy", "steps", "--save-strategy", "epoch")
-    with pytest.raises(UsageError, match="training options"):
+    with pytest.raises(TrainingArgumentError, match="training options"):
         dataclasses_from_namespace(args)
 
 
-def test_option_description_matches_the_installed_transformers():
-    """The snapshot that --help is built from must describe exactly the installed TrainingArguments (rewrite it
-    with `python -m tag2text.training.trainer_options` after a transformers upgrade)."""
-    from tag2text.training import trainer_options
-    from tag2text.training.training_arguments import Tag2TextTrainingArguments
-
-    assert trainer_options.load() == trainer_options.generate()
-    names = [entry["name"] for entry in trainer_options.load()]
-    assert names == [f.name for f in dataclasses.fields(Tag2TextTrainingArguments) if f.init]
-
-
-def test_every_training_field_is_an_option_as_transformers_spells_it(tmp_path):
-    """Option strings of the TrainingArguments group equal those HfArgumentParser makes (besides the renamed
-    --log-level)."""
+def test_options_are_hf_argument_parsers_and_only_given_training_options_are_set(tmp_path):
+    """Every option HfArgumentParser makes of the three dataclasses is there; training options not given stay
+    out of the namespace (so that run_defaults can choose them), flags take no value, and help states defaults."""
     from transformers import HfArgumentParser
 
-    from tag2text.training.arguments import RENAMED_FIELDS, add_arguments
-    from tag2text.training.training_arguments import Tag2TextTrainingArguments
+    from tag2text.training.arguments import DataArguments, ModelArguments, Tag2TextTrainingArguments, argument_parser
 
-    ours = argparse.ArgumentParser()
-    add_arguments(ours)
-    theirs = HfArgumentParser(Tag2TextTrainingArguments)
-    renamed = {f"--{k}": f"--{v}" for k, v in RENAMED_FIELDS.items()}
-    renamed.update({f"--{k.replace('_', '-')}": f"--{v.replace('_', '-')}" for k, v in RENAMED_FIELDS.items()})
+    ours = argument_parser()
+    theirs = HfArgumentParser((ModelArguments, DataArguments, Tag2TextTrainingArguments))
     our_options = {o for action in ours._actions for o in action.option_strings}
-    their_options = {renamed.get(o, o) for action in theirs._actions for o in action.option_strings} - {"-h", "--help"}
-    assert their_options <= our_options
+    their_options = {o for action in theirs._actions for o in action.option_strings}
+    assert their_options <= our_options and {"--no-augment", "--no_augment"} <= our_options - their_options
+    training_names = {f.name for f in dataclasses.fields(Tag2TextTrainingArguments)}
+    parsed = vars(ours.parse_args(["--train-dir", "d", "--augment", "--seed", "3", "--no-shuffle-tags"]))
+    assert {name for name in parsed if name in training_names} == {"seed"} and parsed["seed"] == 3
+    assert parsed["augment"] is True and parsed["shuffle_tags"] is False and parsed["holdout_min"] == 32
+    assert vars(ours.parse_args(["--no-augment"]))["augment"] is False
+    assert "augment" in vars(ours.parse_args([])) and vars(ours.parse_args([]))["augment"] is None
+    text = " ".join(ours.format_help().split())
+    assert "(default: 0.001 from scratch, 5e-05 with --init-from)" in text
+    assert "(default: linear)" not in text and "cosine from scratch, cosine with --init-from" in text
 
 
 def test_quickstart_runs_a_fixed_number_of_steps_unless_given_a_time_budget():
-    from tag2text.training.quickstart_command import add_arguments
+    from tag2text.hub.quickstart_command import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -94,7 +94,7 @@ def test_non_finite_loss_stops_naming_step_and_component_after_saving(data, tmp_
     from tag2text import Tag2TextForCaptioning
     from tag2text.training import NonFiniteLossError
     from tag2text.training.arguments import DataArguments, ModelArguments, Tag2TextTrainingArguments
-    from tag2text.training.train_command import prepare_training
+    from tag2text.training.training_run import prepare_training
 
     setup = prepare_training(
         ModelArguments(model_config=data["arch"], tokenizer="from-captions"),
@@ -122,7 +122,7 @@ def test_checkpoint_reload_restores_every_weight_including_the_swin_tower(data, 
     """transformers saves Swin's attention under legacy names (attention.self.query); the Trainer's plain
     load_state_dict would skip them. Resume and load-best-model must restore every tensor."""
     from tag2text.training.arguments import DataArguments, ModelArguments, Tag2TextTrainingArguments
-    from tag2text.training.train_command import prepare_training
+    from tag2text.training.training_run import prepare_training
 
     setup = prepare_training(
         ModelArguments(model_config=data["arch"], tokenizer="from-captions"),
@@ -152,7 +152,7 @@ RESUME_DRIVER = textwrap.dedent(
     import json, os, signal, sys
     from transformers import TrainerCallback
     from tag2text.training.arguments import DataArguments, ModelArguments, Tag2TextTrainingArguments
-    from tag2text.training.train_command import prepare_training, run_training
+    from tag2text.training.training_run import prepare_training, run_training
 
     train_dir, arch, out, kill_at, resume, batches = sys.argv[1:7]
     setup = prepare_training(

@@ -91,11 +91,10 @@ def test_the_trained_model_loads_and_captions_held_out_images(user_run):
 def test_a_fine_tune_augments_as_its_start_model_was_trained(user_run, tmp_path):
     """--init-from without --augment/--no-augment: off after a model trained without it (recorded in its
     config), on for weights with nothing recorded (as converted released ones); the flags still win."""
-    import argparse
     import shutil
 
-    from tag2text.training.arguments import add_arguments, dataclasses_from_namespace
-    from tag2text.training.train_command import prepare_training
+    from tag2text.training.arguments import argument_parser, dataclasses_from_namespace
+    from tag2text.training.training_run import prepare_training
 
     out = user_run["out"]
     assert json.loads((out / "config.json").read_text())["trained_with_augmentation"] is False
@@ -106,8 +105,7 @@ def test_a_fine_tune_augments_as_its_start_model_was_trained(user_run, tmp_path)
     (unrecorded / "config.json").write_text(json.dumps(config))
 
     def augments(start, *flags):
-        parser = argparse.ArgumentParser()
-        add_arguments(parser)
+        parser = argument_parser()
         target = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
         args = parser.parse_args(["--train-dir", str(user_run["train"]), "--output-dir", str(target), "--init-from",
                                   str(start), "--max-steps", "1", *flags])

@@ -1,68 +1,54 @@
 """Arguments of ``tag2text train``: model, data and training (every ``TrainingArguments`` field).
 
-The command line follows transformers' own field-to-option rules (``HfArgumentParser``): each field is both
-``--field_name`` and ``--field-name``, booleans take ``--flag [true|false]`` and, when true by default,
-``--no-flag``. Building it imports neither torch nor transformers, so ``tag2text train --help`` is fast: the
-model and data options come from the dataclasses below, the ``TrainingArguments`` options from their
-description in :mod:`.trainer_options`.
+The options are made by transformers' own ``HfArgumentParser`` from the dataclasses below and
+:class:`~.training_arguments.Tag2TextTrainingArguments`, so they follow the installed transformers (each field is
+``--field_name`` and ``--field-name``; booleans take ``--flag [true|false]`` and ``--no-flag``). Building the
+parser imports transformers, so ``tag2text train --help`` takes as long as importing it.
 
 Training options the user does not give are left to ``TrainingArguments``' defaults, except the few whose
 right value depends on whether the run starts from random weights or fine-tunes (:func:`run_defaults`):
-those are chosen per run and logged.
+those are chosen per run and logged. Values out of range raise :class:`TrainingArgumentError` naming the
+option and the value (the command line prints it as one line).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
-import math
 from dataclasses import dataclass, field
 
-from ..hub.cli_args import (
-    UsageError,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    probability,
-)
-from ..hub.device_choice import training_pin_memory
+from ..lazy_exports import lazy_exports
+from .numbers import parse_number
 
 
-def _fraction_below_half(text: str) -> float:
-    value = probability(text)
-    if value >= 0.5:
-        raise argparse.ArgumentTypeError(f"must be below 0.5, got {text}")
-    return value
+class TrainingArgumentError(ValueError):
+    """A training option value, or a combination of them, that cannot be used; the message names the option."""
 
 
-def _magnitude(text: str) -> float:
-    value = non_negative_float(text)
-    if value > 10:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 10, got {text}")
-    return value
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _crop_scale(text: str) -> float:
-    value = probability(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {text}")
-    return value
-
-
-def _max_steps(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1 and value != -1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (or -1: train --num-train-epochs), got {text}")
-    return value
+def check_bounds(arguments, bounds: dict) -> None:
+    """Raise :class:`TrainingArgumentError` for a field of ``arguments`` (set, not None) outside its bounds
+    (``{"kind": int, "at_least": 1, ...}``, see :func:`~.numbers.parse_number`)."""
+    for name, rule in bounds.items():
+        value = getattr(arguments, name)
+        if value is None:
+            continue
+        rule = dict(rule)
+        try:
+            parse_number(value, rule.pop("kind", float), **rule)
+        except ValueError as error:
+            raise TrainingArgumentError(f"{option_name(name)} {value}: {error}") from None
 
 
 @dataclass
 class ModelArguments:
+    _argument_group_name = "model"  # HfArgumentParser's option group (a class attribute, not a field)
+    _bounds = {"num_tags": {"kind": int, "at_least": 1}, "tag_threshold": {"at_least": 0, "at_most": 1},
+               "image_size": {"kind": int, "at_least": 1}}
+
     model_config: str = field(default="small", metadata={
         "help": "Architecture of a new model: a preset ('small': trainable from scratch on a CPU; 'tiny': tests; "
                 "'tag2text-swin-b-384': the released sizes) or a config.json path. Ignored with --init-from."})
@@ -76,18 +62,29 @@ class ModelArguments:
                 "the training data (given tags, or tags mined from the captions). With --init-from, tags in both "
                 "lists keep their weights and thresholds; new tags start from their names' word embeddings."})
     num_tags: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "Keep the K most frequent tags when building the tag list from the data."})
+        "help": "Keep the K most frequent tags when building the tag list from the data."})
     tag_threshold: float | None = field(default=None, metadata={
-        "type": probability, "help": "Probability threshold of every tag in the trained model (default: the config's)."})
+        "help": "Probability threshold of every tag in the trained model (default: the config's)."})
     image_size: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "Input resolution of a new model (default: the config's)."})
+        "help": "Input resolution of a new model (default: the config's)."})
     scratch_init: bool = field(default=True, metadata={
         "help": "For a new model: small tag queries and sine-cosine position embeddings instead of the released "
                 "initialisation (learns much faster from scratch; see model_setup.scratch_init)."})
 
 
+    def __post_init__(self):
+        check_bounds(self, self._bounds)
+
+
 @dataclass
 class DataArguments:
+    _argument_group_name = "data"
+    _bounds = {"holdout_fraction": {"at_least": 0, "below": 0.5}, "holdout_min": {"kind": int, "at_least": 1},
+               "crop_min_scale": {"above": 0, "at_most": 1}, "randaug_ops": {"kind": int, "at_least": 0},
+               "randaug_magnitude": {"at_least": 0, "at_most": 10}, "image_cache_megabytes": {"at_least": 0},
+               "shuffle_buffer": {"kind": int, "at_least": 0}, "max_eval_samples": {"kind": int, "at_least": 1},
+               "eval_num_beams": {"kind": int, "at_least": 1}, "itm_rerank_k": {"kind": int, "at_least": 0}}
+
     train_dir: str | None = field(default=None, metadata={
         "help": "Training data: a directory with metadata.jsonl, an annotation .json (original format), or "
                 "webdataset .tar shards (directory, glob or {00000..00009} range)."})
@@ -98,49 +95,50 @@ class DataArguments:
         "help": "Folder that 'image_path' of an annotation .json is relative to (default: the .json's folder)."})
     eval_image_root: str | None = field(default=None, metadata={"help": "Same, for --eval-dir."})
     holdout_fraction: float = field(default=0.05, metadata={
-        "type": _fraction_below_half,
         "help": "Without --eval-dir: share of the training images held out (chosen by --seed) to calibrate the "
                 "per-tag thresholds after training; 0 turns it off."})
     holdout_min: int = field(default=32, metadata={
-        "type": positive_int,
         "help": "Hold out at least this many images; with fewer than 4 times as many training images, none are "
                 "held out (and the thresholds stay uncalibrated, as the log says)."})
     augment: bool | None = field(default=None, metadata={
+        "nargs": "?", "const": True,  # a bare --augment turns it on (HfArgumentParser wants a value for bool | None)
         "help": "Training augmentation as released: random crops, flips, RandAugment. Default: off for a new model "
                 "(from scratch in few steps it slowed learning and its crops cut captioned objects out of the "
                 "images); with --init-from, as the model was last trained (its config's trained_with_augmentation; "
                 "on where not recorded, as for the released weights)."})
     crop_min_scale: float = field(default=0.2, metadata={
-        "type": _crop_scale, "help": "Smallest crop area of RandomResizedCrop (1 = no crop)."})
+        "help": "Smallest crop area of RandomResizedCrop (1 = no crop)."})
     horizontal_flip: bool = field(default=True, metadata={
         "help": "Random horizontal flips (turn off when captions say left/right)."})
-    randaug_ops: int = field(default=2, metadata={"type": non_negative_int, "help": "RandAugment ops per image."})
-    randaug_magnitude: float = field(default=5.0, metadata={"type": _magnitude, "help": "RandAugment magnitude, 0..10."})
+    randaug_ops: int = field(default=2, metadata={"help": "RandAugment ops per image."})
+    randaug_magnitude: float = field(default=5.0, metadata={"help": "RandAugment magnitude, 0..10."})
     shuffle_tags: bool = field(default=True, metadata={
         "help": "Shuffle the ground-truth tags given to the interaction encoder (the paper); --no-shuffle-tags "
                 "keeps class-index order (the released code)."})
     fail_on_bad_image: bool = field(default=False, metadata={
         "help": "Stop at the first missing or corrupt image instead of counting, logging and skipping it."})
     image_cache_megabytes: float = field(default=1024, metadata={
-        "type": non_negative_float,
         "help": "Keep up to this many megabytes of decoded training images in memory (per data-loading process) "
                 "instead of decoding each file again every epoch; 0 turns it off."})
     shuffle_buffer: int = field(default=1000, metadata={
-        "type": non_negative_int, "help": "Shuffle buffer of streamed webdataset shards."})
+        "help": "Shuffle buffer of streamed webdataset shards."})
     max_eval_samples: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "Evaluate on at most this many images."})
+        "help": "Evaluate on at most this many images."})
     eval_tasks: str = field(default="tagging,captioning,retrieval", metadata={
         "help": "Task metrics computed at each evaluation ('' for losses only)."})
     eval_num_beams: int | None = field(default=None, metadata={
-        "type": positive_int, "help": "Beams for evaluation captions."})
+        "help": "Beams for evaluation captions."})
     eval_meteor: bool = field(default=False, metadata={
         "help": "Compute METEOR in evaluations during training (needs Java, ~15 s each; tag2text evaluate does)."})
     itm_rerank_k: int = field(default=16, metadata={
-        "type": non_negative_int, "help": "Retrieval candidates re-ranked by ITM per query."})
+        "help": "Retrieval candidates re-ranked by ITM per query."})
     calibrate_thresholds: bool = field(default=False, metadata={
         "help": "After training, set per-class tag thresholds that maximise F1 on --eval-dir and save them with "
                 "the model (use a validation split: metrics on the same split are then optimistic). Without "
                 "--eval-dir the held-out part of the training data is used, always."})
+
+    def __post_init__(self):
+        check_bounds(self, self._bounds)
 
     def augmentation_config(self):
         from .augmentation import AugmentationConfig
@@ -155,30 +153,6 @@ class DataArguments:
         )
 
 
-# Fields whose option would clash with the ``tag2text`` console script's own options (its global
-# ``--log-level`` sets Python logging and shares the namespace): they get another option name.
-RENAMED_FIELDS = {"log_level": "trainer_log_level"}
-
-# Validation of TrainingArguments values that argparse can check alone (the rest TrainingArguments checks).
-TRAINING_TYPES = {
-    "max_steps": _max_steps,
-    "num_train_epochs": positive_float,
-    "per_device_train_batch_size": positive_int,
-    "per_device_eval_batch_size": positive_int,
-    "gradient_accumulation_steps": positive_int,
-    "learning_rate": positive_float,
-    "weight_decay": non_negative_float,
-    "warmup_steps": non_negative_float,
-    "max_grad_norm": non_negative_float,
-    "logging_steps": positive_float,
-    "eval_steps": positive_float,
-    "save_steps": positive_float,
-    "save_total_limit": positive_int,
-    "seed": non_negative_int,
-    "data_seed": non_negative_int,
-    "dataloader_num_workers": non_negative_int,
-}
-
 # Training defaults that depend on the run (see run_defaults). From random weights: the quickstart's measured
 # recipe (1e-3 with a short warm-up and cosine decay; 2e-3 stalled the shape features; tagging weighted twice,
 # as summed ASL per image: with equal weights or the released rescaling the shared vision tower learned the
@@ -190,109 +164,60 @@ FINETUNE_DEFAULTS = {"learning_rate": 5e-5, "warmup_steps": 0.05, "lr_scheduler_
                      "loss_weights": "tag=1,lm=1,itc=1,itm=1", "tag_loss_scale": "lm", "logging_steps": 0.02}
 
 
-def _to_bool(text) -> bool:
-    if isinstance(text, bool):
-        return text
-    lowered = str(text).lower()
-    if lowered in ("yes", "true", "t", "y", "1"):
-        return True
-    if lowered in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _number_type(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
-def _add_option(group, entry: dict, value_type=None, suppress_default: bool = False) -> None:
-    """One option (and its ``--no-`` complement for booleans true by default), as HfArgumentParser adds it."""
-    name = RENAMED_FIELDS.get(entry["name"], entry["name"])
-    options = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    default = entry["default"]
-    text = entry["help"].replace("%", "%%")
-    if default is not None and default != "":
-        # argparse fills in %(default)s of options with a default; the training options have none (SUPPRESS)
-        text += f" (default: {str(default).replace('%', '%%')})" if suppress_default else " (default: %(default)s)"
-    kwargs = {"dest": name, "help": text}
-    kind = entry["kind"]
-    if kind == "bool":
-        kwargs.update(type=_to_bool, nargs="?", const=True, metavar="{true,false}")
-    elif kind == "choice":
-        kwargs.update(choices=entry["choices"], type=str)
-    elif kind == "list":
-        kwargs.update(nargs="+", type=_number_type({"int": int, "float": float}.get(entry["element"], str)))
-    else:
-        kwargs["type"] = _number_type({"int": int, "float": float}[kind]) if kind in ("int", "float") else str
-    if value_type is not None:
-        kwargs["type"] = value_type
-    kwargs["default"] = argparse.SUPPRESS if suppress_default else default
-    group.add_argument(*options, **kwargs)
-    if kind == "bool" and (default is True or (default is None and not suppress_default)):
-        group.add_argument(f"--no_{name}", f"--no-{name.replace('_', '-')}", action="store_false", dest=name,
-                           default=argparse.SUPPRESS, help=f"Turn --{name.replace('_', '-')} off.")
-
-
-def _describe_own(dtype) -> list[tuple[dict, object]]:
-    from .trainer_options import describe_field
-
-    hints = {"str": str, "str | None": str, "int | None": int, "float | None": float, "int": int, "float": float,
-             "bool": bool, "bool | None": bool}
-    result = []
-    for dc_field in dataclasses.fields(dtype):
-        if dc_field.init:
-            result.append((describe_field(dc_field, hints[dc_field.type]), dc_field.metadata.get("type")))
-    return result
-
-
-def add_arguments(parser) -> None:
-    """Add the model, data and training options to ``parser`` (any argparse parser); imports no transformers."""
-    from .trainer_options import load
-
-    for title, dtype in (("model", ModelArguments), ("data", DataArguments)):
-        group = parser.add_argument_group(title)
-        for entry, value_type in _describe_own(dtype):
-            _add_option(group, entry, value_type)
-    group = parser.add_argument_group(
-        "training (TrainingArguments; unset options keep transformers' defaults, except those of run_defaults)")
-    for entry in load():
-        if entry["name"] in SCRATCH_DEFAULTS or entry["name"] in FINETUNE_DEFAULTS:
-            scratch, tune = SCRATCH_DEFAULTS.get(entry["name"]), FINETUNE_DEFAULTS.get(entry["name"])
-            entry = dict(entry, default=f"{scratch if scratch is not None else entry['default']} from scratch, "
-                                        f"{tune if tune is not None else entry['default']} with --init-from")
-        _add_option(group, entry, TRAINING_TYPES.get(entry["name"]), suppress_default=True)
-
-
-add_dataclass_arguments = add_arguments  # the former name
-
-
 def run_defaults(init_from: str | None, given: dict) -> dict:
     """The training values chosen for this run where the user gave none: ``{field: value}``."""
     table = FINETUNE_DEFAULTS if init_from else SCRATCH_DEFAULTS
     return {name: value for name, value in table.items() if name not in given}
 
 
-def __getattr__(name):
-    if name == "Tag2TextTrainingArguments":  # imports transformers: only when used
-        return importlib.import_module(".training_arguments", __package__).Tag2TextTrainingArguments
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _training_fields() -> list[dataclasses.Field]:
+    from .training_arguments import Tag2TextTrainingArguments
+
+    return [f for f in dataclasses.fields(Tag2TextTrainingArguments) if f.init]
+
+
+def argument_parser(**kwargs) -> argparse.ArgumentParser:
+    """transformers' ``HfArgumentParser`` of the model, data and training arguments (imports transformers);
+    ``kwargs`` go to ``argparse.ArgumentParser`` (``add_help=False`` to use it as a parent parser).
+
+    Two changes to what HfArgumentParser makes, so that :func:`dataclasses_from_namespace` can tell what the
+    user gave: training options that are not given are left out of the namespace (their help states the
+    default, run-dependent ones both ways), and a ``bool | None`` field defaulting to None gets ``--no-X``
+    as a ``True`` default gets it.
+    """
+    from transformers import HfArgumentParser
+
+    from .training_arguments import Tag2TextTrainingArguments
+
+    parser = HfArgumentParser((ModelArguments, DataArguments, Tag2TextTrainingArguments), **kwargs)
+    training = {f.name for f in _training_fields()}
+    for action in parser._actions:  # argparse keeps no public list of a parser's actions
+        if action.dest not in training or action.default is argparse.SUPPRESS:
+            continue
+        default = action.default
+        if action.dest in SCRATCH_DEFAULTS or action.dest in FINETUNE_DEFAULTS:
+            default = (f"{SCRATCH_DEFAULTS.get(action.dest, default)} from scratch, "
+                       f"{FINETUNE_DEFAULTS.get(action.dest, default)} with --init-from")
+        elif hasattr(default, "value"):  # an Enum member
+            default = default.value
+        if default is not None and default != "" and action.const is not False:  # not the --no-X of a flag
+            action.help = f"{action.help or ''} (default: {str(default).replace('%', '%%')})".strip()
+        action.default = argparse.SUPPRESS
+    groups = {group.title: group for group in parser._action_groups}
+    for dtype in (ModelArguments, DataArguments):
+        for dc_field in dataclasses.fields(dtype):
+            if dc_field.default is None and dc_field.type in ("bool | None", bool | None):
+                groups.get(dtype._argument_group_name, parser).add_argument(f"--no_{dc_field.name}", option_name(f"no_{dc_field.name}"), action="store_false",
+                                    dest=dc_field.name, default=argparse.SUPPRESS,
+                                    help=f"Turn {option_name(dc_field.name)} off.")
+    return parser
 
 
 def dataclasses_from_namespace(namespace) -> tuple:
     """``(ModelArguments, DataArguments, Tag2TextTrainingArguments, chosen defaults)`` of parsed arguments.
 
-    Raises :class:`~tag2text.hub.cli_args.UsageError` for values that TrainingArguments rejects.
+    Raises:
+        TrainingArgumentError: a value out of range, or values that TrainingArguments rejects.
     """
     from .training_arguments import Tag2TextTrainingArguments
 
@@ -300,36 +225,27 @@ def dataclasses_from_namespace(namespace) -> tuple:
     own = []
     for dtype in (ModelArguments, DataArguments):
         own.append(dtype(**{f.name: values[f.name] for f in dataclasses.fields(dtype) if f.init and f.name in values}))
-    training_fields = {f.name for f in dataclasses.fields(Tag2TextTrainingArguments) if f.init}
-    given = {}
-    for entry_name in _training_names():
-        key = RENAMED_FIELDS.get(entry_name, entry_name)
-        if key in values:
-            if entry_name not in training_fields:
-                raise UsageError(f"--{key.replace('_', '-')}: not an option of this transformers version's "
-                                 "TrainingArguments")
-            given[entry_name] = values[key]
+    given = {f.name: values[f.name] for f in _training_fields() if f.name in values}
     if isinstance(given.get("debug"), list):
-        given["debug"] = " ".join(given["debug"])
+        given["debug"] = " ".join(str(getattr(option, "value", option)) for option in given["debug"])
     chosen = run_defaults(own[0].init_from, given)
     try:
         training = Tag2TextTrainingArguments(**given, **chosen)
+    except TrainingArgumentError:
+        raise
     except (ValueError, TypeError) as error:
-        raise UsageError(f"training options: {error}") from None
-    pinned = training_pin_memory(training.dataloader_pin_memory, "dataloader_pin_memory" in given,
-                                 _has_accelerator())
-    if pinned != training.dataloader_pin_memory:
-        training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = pinned
+        raise TrainingArgumentError(f"training options: {' '.join(str(error).split())}") from None
+    if "dataloader_pin_memory" not in given and training.dataloader_pin_memory and not _has_accelerator():
+        # Pinned memory only speeds copies to an accelerator; without one torch ignores it with a warning.
+        training.dataloader_pin_memory = chosen["dataloader_pin_memory"] = False
     return own[0], own[1], training, chosen
+
+
+# Tag2TextTrainingArguments imports transformers: only when used.
+__getattr__, __dir__ = lazy_exports(__name__, {"Tag2TextTrainingArguments": ".training_arguments"})
 
 
 def _has_accelerator() -> bool:
     import torch
 
     return torch.accelerator.is_available()
-
-
-def _training_names() -> list[str]:
-    from .trainer_options import load
-
-    return [entry["name"] for entry in load()]

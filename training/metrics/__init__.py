@@ -13,8 +13,9 @@ Hub; these do not): ``load_metric("caption" | "tagging" | "retrieval")`` or
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
+
+from ...lazy_exports import lazy_exports
 
 # Imported on first use: the PTB tokenizer's lexer alone takes about a second to build, which
 # ``tag2text score-captions --help`` (a module of this package) should not pay.
@@ -30,13 +31,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "METRIC_NAMES",

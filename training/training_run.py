@@ -1,11 +1,5 @@
-"""``tag2text train``: train or fine-tune Tag2Text with the Trainer (single process, accelerate launch, torchrun).
-
-Examples::
-
-    tag2text train --train-dir data/train --output-dir runs/t2t --model-config small --max-steps 1500
-    tag2text train --train-dir data/train --eval-dir data/val --output-dir runs/ft --init-from MODEL_DIR
-    torchrun --nproc_per_node 2 -m tag2text.hub.cli train ... --use-cpu --ddp-backend gloo
-    tag2text train ... --resume-from-checkpoint last        # or a checkpoint-N directory
+"""A training run: :func:`prepare_training` builds it from the arguments, :func:`run_training` runs it
+(``tag2text train`` and ``tag2text quickstart`` use both; so may any Python caller).
 
 The output directory holds the model (``from_pretrained``), its processor, ``tag_list.txt``,
 ``train_summary.json`` and, with evaluation data, ``eval_results.json``.
@@ -14,7 +8,7 @@ A new model without ``--tokenizer`` gets a WordPiece vocabulary trained on the t
 options the user leaves unset that depend on the start (learning rate, schedule, loss weights, batch size)
 are chosen by :func:`.arguments.run_defaults` and logged. Without ``--eval-dir`` a few percent of the
 training images are held out (chosen by ``--seed``) and the per-tag thresholds are calibrated on them after
-training. Every option is checked before data or model is read (:func:`check_arguments`).
+training.
 """
 
 from __future__ import annotations
@@ -26,17 +20,9 @@ import math
 import os
 from pathlib import Path
 
-from ..hub.cli_args import UsageError
-from .arguments import add_arguments as _add_training_arguments
+from .arguments import TrainingArgumentError
 
 logger = logging.getLogger(__name__)
-
-EXIT_BAD_INPUT = 2
-EXIT_NON_FINITE = 3
-
-
-def add_arguments(parser) -> None:
-    _add_training_arguments(parser)
 
 
 @dataclasses.dataclass
@@ -157,7 +143,7 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         texts = required = None
         if trains_tokenizer:
             if isinstance(train_dataset, WebDatasetSource):
-                raise UsageError("webdataset shards cannot train a tokenizer from their captions: give --tokenizer "
+                raise TrainingArgumentError("webdataset shards cannot train a tokenizer from their captions: give --tokenizer "
                                  "(a vocab.txt or tokenizer directory)")
             texts = _captions_of(train_dataset)
             # The decoder prompt ("a picture of"), the tag names and the separator must be real tokens, not [UNK].
@@ -335,81 +321,3 @@ def calibrate_on_holdout(setup: TrainingSetup) -> dict:
     logger.info("calibrated %d tag thresholds on %s: held-out tag F1 %.1f at %.2f, %.1f calibrated (fitted there)",
                 len(thresholds), report["split"], before["tag_OF1"], model.config.tag_threshold, after["tag_OF1"])
     return report
-
-
-def check_arguments(args) -> None:
-    """Checks of the parsed options against the file system, before any data or model is read; raises
-    :class:`UsageError` naming the option and the value."""
-    from ..configuration_tag2text import PRESETS  # the configuration module imports no torch
-
-    if not getattr(args, "train_dir", None):
-        raise UsageError("--train-dir is required")
-    output_dir = getattr(args, "output_dir", None)
-    if not output_dir:
-        raise UsageError("--output-dir is required")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise UsageError(f"--output-dir {output_dir}: exists and is not a directory")
-    for option in ("train_dir", "eval_dir"):
-        value = getattr(args, option, None)
-        if value and not any(ch in value for ch in "*?{") and not value.endswith(".tar") and not os.path.exists(value):
-            raise UsageError(f"--{option.replace('_', '-')} {value}: no such directory or file")
-    if args.tag_list and not os.path.isfile(args.tag_list):
-        raise UsageError(f"--tag-list {args.tag_list}: no such file")
-    if args.init_from:
-        from ..hub.model_source import ModelSourceError, resolve_model_source
-
-        try:  # a missing local path fails here, at once; a repo id is left to from_pretrained
-            resolve_model_source(args.init_from, option="--init-from")
-        except ModelSourceError as error:
-            raise UsageError(str(error)) from None
-    elif args.model_config not in PRESETS and not os.path.isfile(args.model_config):
-        raise UsageError(f"--model-config {args.model_config}: neither a preset ({', '.join(sorted(PRESETS))}) "
-                         "nor a config.json file")
-    if args.tokenizer and args.tokenizer != "from-captions":
-        from ..processing.source_check import missing_local_source
-
-        if missing_local_source(args.tokenizer, allow_bare_name=True):
-            raise UsageError(f"--tokenizer {args.tokenizer}: no such vocab.txt or tokenizer directory")
-    resume = getattr(args, "resume_from_checkpoint", None)
-    if resume and str(resume).lower() not in ("true", "last", "latest") and not os.path.isdir(resume):
-        raise UsageError(f"--resume-from-checkpoint {resume}: no such checkpoint directory")
-    weights = getattr(args, "loss_weights", None)
-    if weights is not None:
-        from .losses import LossWeights
-
-        try:
-            LossWeights.parse(weights, "batch")
-        except ValueError as error:
-            raise UsageError(f"--loss-weights {weights}: {error}") from None
-
-
-def run(args) -> int:
-    from .arguments import dataclasses_from_namespace
-    from .data import DataFormatError
-    from .images import BadImageError
-    from .trainer import NonFiniteLossError
-
-    check_arguments(args)
-    model_args, data_args, training_args, chosen = dataclasses_from_namespace(args)
-    augment_given = data_args.augment is not None  # else prepare_training chooses it (default_augmentation)
-    if chosen:
-        logger.info("%s: defaults for the options not given: %s",
-                    "fine-tuning --init-from" if model_args.init_from else "training a new model from scratch",
-                    ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in chosen.items()))
-    try:
-        setup = prepare_training(model_args, data_args, training_args)
-        if not augment_given:
-            chosen["augment"] = data_args.augment
-        setup.defaults_chosen = chosen
-        summary = run_training(setup)
-    except NonFiniteLossError as error:
-        logger.error("%s", error)
-        return EXIT_NON_FINITE
-    except (DataFormatError, BadImageError, FileNotFoundError) as error:
-        logger.error("%s", error)
-        return EXIT_BAD_INPUT
-    if summary["stopped_early"]:
-        logger.warning("training stopped early: %d of %d planned steps", summary["global_step"], summary["planned_steps"])
-    logger.info("trained %d of %d planned steps; model saved in %s", summary["global_step"], summary["planned_steps"],
-                training_args.output_dir)
-    return 0

@@ -3,7 +3,7 @@
     tag2text score-captions --references captions_val2014.json --predictions results.json \\
         [--output scores.json] [--tokenizer auto|java|python] [--no-meteor]
 
-Reads COCO annotation/result files or JSON Lines (see :mod:`.caption_io`), prints a table of
+Reads COCO annotation/result files or JSON Lines (see :mod:`tag2text.training.metrics.caption_io`), prints a table of
 corpus scores and writes ``{"corpus": {...}, "per_image": {IMAGE_ID: {...}}, "info": {...}}``
 with the toolkit's metric names (METEOR is null without Java).
 """
@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from ...hub.cli_args import existing_file, make_parent_folders, output_file
+from .cli_args import existing_file, make_parent_folders, output_file
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_table(scores: dict) -> str:
     """The corpus scores as a two-column text table (x100, as papers print them)."""
-    from .caption_metrics import METRIC_NAMES
+    from ..training.metrics.caption_metrics import METRIC_NAMES
 
     lines = [f"{'metric':<8} {'x100':>7}", f"{'-' * 8} {'-' * 7}"]
     for name in METRIC_NAMES:
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     existing_file(args.predictions, "--predictions")
     if args.output is not None:
         output_file(args.output, "--output")
-    from .caption_io import read_predictions, read_references, resolve_prediction_ids
-    from .caption_metrics import CaptionInputError, compute_caption_metrics
+    from ..training.metrics.caption_io import read_predictions, read_references, resolve_prediction_ids
+    from ..training.metrics.caption_metrics import CaptionInputError, compute_caption_metrics
 
     try:
         references, aliases = read_references(args.references)

@@ -9,7 +9,7 @@ import os
 from collections import deque
 from pathlib import Path
 
-from ..hub.cli_args import UsageError, existing_path, make_parent_folders, output_file, positive_int
+from .cli_args import UsageError, existing_path, make_parent_folders, output_file, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .mining import DEFAULT_MAX_WORDS, MiningSummary, SpacyModelNotFoundError, TagMiner, open_caption_source
+    from ..processing.mining import (
+        DEFAULT_MAX_WORDS,
+        MiningSummary,
+        SpacyModelNotFoundError,
+        TagMiner,
+        open_caption_source,
+    )
 
     existing_path(args.captions, "--captions")
     for option, value in (("--tag-list", args.tag_list), ("--synonyms", args.synonyms)):

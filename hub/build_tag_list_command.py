@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub.cli_args import UsageError, existing_path, output_file, positive_int
+from .cli_args import UsageError, existing_path, output_file, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
 
-    from .mining import SpacyModelNotFoundError, TagMiner, build_tag_list, open_caption_source, read_stop_list
+    from ..processing.mining import (
+        SpacyModelNotFoundError,
+        TagMiner,
+        build_tag_list,
+        open_caption_source,
+        read_stop_list,
+    )
 
     existing_path(args.captions, "--captions")
     for option, value in (("--stop-list", args.stop_list), ("--synonyms", args.synonyms)):

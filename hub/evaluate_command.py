@@ -6,7 +6,7 @@ Example::
 
 The data takes the training layouts (imagefolder ``metadata.jsonl``, original annotation JSON with
 ``--image-root``, webdataset shards). Tags missing from the data are mined from the captions with the model's
-tag list. ``metrics.json`` holds the metrics (see :mod:`.scoring` for the names) and, with
+tag list. ``metrics.json`` holds the metrics (see :mod:`tag2text.training.scoring` for the names) and, with
 ``--predictions``, a second file gets each image's predicted tags and caption.
 """
 
@@ -17,7 +17,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..hub.cli_args import (
+from .cli_args import (
     UsageError,
     check_device,
     device,
@@ -62,7 +62,7 @@ def add_arguments(parser) -> None:
 
 
 def _check_options(args) -> str:
-    from ..hub.model_source import resolve_model_source
+    from .model_source import resolve_model_source
 
     source = resolve_model_source(args.model, "--model")
     text = os.fspath(args.data_dir)
@@ -81,12 +81,12 @@ def run(args) -> int:
     source = _check_options(args)
     import torch
 
-    from ..hub.model_source import load_config, load_model, load_processor
-    from .data import DataFormatError, TagResolver, detect_format, load_dataset
-    from .evaluation import Tag2TextEvaluator
-    from .images import BadImageError, ImageLoader
-    from .tag_mining import TagList
-    from .webdataset import load_webdataset
+    from .model_source import load_config, load_model, load_processor
+    from ..training.data import DataFormatError, TagResolver, detect_format, load_dataset
+    from ..training.evaluation import Tag2TextEvaluator
+    from ..training.images import BadImageError, ImageLoader
+    from ..training.tag_mining import TagList
+    from ..training.webdataset import load_webdataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tasks = args.tasks if isinstance(args.tasks, list) else _tasks(args.tasks)
