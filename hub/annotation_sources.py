@@ -66,7 +66,7 @@ def shard_items(patterns: list[str]) -> list[Item]:
     """Every image member of the shards; keys are the samples' ``__key__``."""
     from ..training.data import DataFormatError, expand_shards
     from ..training.webdataset import IMAGE_SUFFIXES as TAR_IMAGE_SUFFIXES
-    from ..training.webdataset import _split_name
+    from ..training.webdataset import split_member_name
 
     items = []
     for pattern in patterns:
@@ -83,7 +83,7 @@ def shard_items(patterns: list[str]) -> list[Item]:
                                  "images by offset, so decompress compressed shards first") from None
             seen = set()
             for member in members:
-                key, suffix = _split_name(member.name)
+                key, suffix = split_member_name(member.name)
                 if not member.isfile() or suffix not in TAR_IMAGE_SUFFIXES:
                     continue
                 if key in seen:

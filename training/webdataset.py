@@ -33,7 +33,9 @@ IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "pp
 TEXT_SUFFIXES = ("json", "txt", "caption")
 
 
-def _split_name(name: str) -> tuple[str, str]:
+def split_member_name(name: str) -> tuple[str, str]:
+    """``(sample key, lower-case suffix)`` of a tar member, as webdataset groups them: ``"d/0001.jpg"`` ->
+    ``("d/0001", "jpg")`` (the suffix starts at the first dot of the file name)."""
     directory, _, base = name.rpartition("/")
     key, dot, suffix = base.partition(".")
     return (f"{directory}/{key}" if directory else key), suffix.lower()
@@ -49,7 +51,7 @@ def iter_tar_samples(shard: str, read_images: bool = True, fail_fast: bool = Fal
             for member in archive:
                 if not member.isfile():
                     continue
-                key, suffix = _split_name(member.name)
+                key, suffix = split_member_name(member.name)
                 if key != current:
                     if current is not None:
                         yield current, parts
