@@ -8,7 +8,9 @@ differs, all at once.
 Layout differences (original -> ours):
 
 - ``visual_encoder.*`` (Microsoft Swin v1) -> ``vision_model.*`` (transformers ``SwinModel``): ``qkv`` is
-  split in thirds into ``q_proj``/``k_proj``/``v_proj``, ``proj`` -> ``o_proj``, ``norm1``/``norm2`` ->
+  split in thirds into query, key and value, ``proj`` -> the attention output (``q_proj``/``k_proj``/
+  ``v_proj``/``o_proj`` or, on transformers 5.0, ``attention.self.query``... and ``attention.output.dense``:
+  :func:`tag2text.version_compat.swin_block_parameter_names`), ``norm1``/``norm2`` ->
   ``layernorm_before``/``layernorm_after``, ``patch_embed`` -> ``embeddings``, the final ``norm`` ->
   ``layernorm``; the ``relative_position_index`` and ``attn_mask`` buffers are dropped (recomputed).
 - ``tag_encoder.*`` -> ``text_encoder.*``; the ``position_ids`` buffers are dropped.
@@ -29,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 
 import torch
+
+from ..version_compat import swin_block_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -90,19 +94,35 @@ def unwrap_state_dict(checkpoint, source: str = "checkpoint") -> dict:
 # -- per-part rules ----------------------------------------------------------------------------------------
 
 _SWIN_BLOCK = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
-_SWIN_BLOCK_PARTS = {
+# Original block parameter -> the role that version_compat.swin_block_parameter_names() names for the installed
+# transformers (its SwinModel's module names changed within transformers 5: attention.self.query in 5.0,
+# attention.q_proj later).
+_SWIN_BLOCK_NORMS = {
     "norm1.weight": "layernorm_before.weight",
     "norm1.bias": "layernorm_before.bias",
     "norm2.weight": "layernorm_after.weight",
     "norm2.bias": "layernorm_after.bias",
-    "attn.proj.weight": "attention.o_proj.weight",
-    "attn.proj.bias": "attention.o_proj.bias",
-    "attn.relative_position_bias_table": "attention.relative_position_bias.relative_position_bias_table",
-    "mlp.fc1.weight": "mlp.fc1.weight",
-    "mlp.fc1.bias": "mlp.fc1.bias",
-    "mlp.fc2.weight": "mlp.fc2.weight",
-    "mlp.fc2.bias": "mlp.fc2.bias",
 }
+_SWIN_BLOCK_ROLES = {
+    "attn.proj": "attention_output",
+    "attn.relative_position_bias_table": "relative_position_bias_table",
+    "mlp.fc1": "mlp_in",
+    "mlp.fc2": "mlp_out",
+}
+
+
+def _swin_block_part(part: str, names: dict[str, str]):
+    """Our name of an original block parameter (below the block prefix), or None when it is not one."""
+    if part in _SWIN_BLOCK_NORMS:
+        return _SWIN_BLOCK_NORMS[part]
+    if part in _SWIN_BLOCK_ROLES:  # the relative position bias table has no .weight/.bias suffix
+        return names[_SWIN_BLOCK_ROLES[part]]
+    module, _, kind = part.rpartition(".")
+    if module in _SWIN_BLOCK_ROLES and kind in ("weight", "bias"):
+        return f"{names[_SWIN_BLOCK_ROLES[module]]}.{kind}"
+    return None
+
+
 _SWIN_DROPPED_BUFFERS = ("attn.relative_position_index", "attn_mask")
 _SWIN_TOP = {
     "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
@@ -126,6 +146,7 @@ def map_swin_key(key: str, tensor: torch.Tensor):
     if not match:
         return None
     stage, block, part = match.groups()
+    names = swin_block_parameter_names()
     prefix = f"encoder.layers.{stage}.blocks.{block}."
     if part in _SWIN_DROPPED_BUFFERS:
         return []
@@ -137,11 +158,10 @@ def map_swin_key(key: str, tensor: torch.Tensor):
             )
         # The original projects q, k and v with one Linear whose output rows are [q; k; v].
         query, key_part, value = tensor.chunk(3, dim=0)
-        return [(prefix + f"attention.q_proj.{kind}", query), (prefix + f"attention.k_proj.{kind}", key_part),
-                (prefix + f"attention.v_proj.{kind}", value)]
-    if part in _SWIN_BLOCK_PARTS:
-        return [(prefix + _SWIN_BLOCK_PARTS[part], tensor)]
-    return None
+        return [(prefix + f"{names['query']}.{kind}", query), (prefix + f"{names['key']}.{kind}", key_part),
+                (prefix + f"{names['value']}.{kind}", value)]
+    target = _swin_block_part(part, names)
+    return None if target is None else [(prefix + target, tensor)]
 
 
 def _text_model_key(key: str):

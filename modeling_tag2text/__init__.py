@@ -34,8 +34,8 @@ _EXPORTS = {
     "Tag2TextImageTextRetrievalOutput": ".modeling_tag2text_retrieval",
     "Tag2TextZeroShotImageClassificationPipeline": ".pipeline_tag2text_zero_shot",
     "register_auto_classes": ".registration",
-    "Tag2TextImageProcessor": ".processing",
-    "Tag2TextProcessor": ".processing",
+    "Tag2TextImageProcessor": ".image_processing_tag2text",
+    "Tag2TextProcessor": ".processing_tag2text",
     "TokenizerLoadError": ".processing",
     "build_tokenizer": ".processing",
 }

@@ -13,6 +13,7 @@ import copy
 
 from transformers import AutoConfig, PretrainedConfig, SwinConfig, ViTConfig
 
+from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
 from .text_conventions import PROMPT, TAG_SEPARATOR, special_token_ids, vocabulary_token_ids
 
 # Facts about the released model (the constructor defaults of the original Tag2Text class), defined here only:

@@ -28,6 +28,7 @@ from .generation_lengths import LENGTH_ARGUMENTS, generation_lengths
 from .generation_original import original_beam_search
 from .tag_output import Tag2TextTagOutput
 from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
+from .version_compat import generation_cache_argument, model_inputs_for_forward
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
@@ -39,10 +40,7 @@ from .modeling_tag2text_text import (
     trust_packed_weights,
 )
 
-try:
-    from transformers import initialization as init
-except ImportError:  # transformers 4.x
-    from torch.nn import init
+from transformers import initialization as init
 
 logger = logging.getLogger(__name__)
 
@@ -993,11 +991,15 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
 
     # -- generation --------------------------------------------------------------------------------------------
 
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    def prepare_inputs_for_generation(self, input_ids, cache=None, **kwargs):
+    def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
         """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
-        every other model keyword passed through); the cache is accepted under its old name too."""
-        return super().prepare_inputs_for_generation(input_ids, cache=cache, **kwargs)
+        every other model keyword passed through). The cache comes as ``cache`` or ``past_key_values`` (the
+        name generate uses before transformers 5.24); it is handed to transformers under the installed release's
+        name, so that the inputs are trimmed to the uncached tokens, and to forward as ``cache``."""
+        if cache is None:
+            cache = past_key_values
+        inputs = super().prepare_inputs_for_generation(input_ids, **{generation_cache_argument(): cache}, **kwargs)
+        return model_inputs_for_forward(inputs)
 
     @staticmethod
     def _reorder_cache(cache, beam_idx):
@@ -1124,9 +1126,12 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         """
         if beam_scoring not in ("current", "original"):
             raise ValueError(f"beam_scoring must be 'current' or 'original', got {beam_scoring!r}")
-        legacy_cache = generate_kwargs.pop("past_key_values", None)  # the name before transformers 5.24
-        if legacy_cache is not None and generate_kwargs.get("cache") is None:
-            generate_kwargs["cache"] = legacy_cache
+        # The cache goes to GenerationMixin.generate under the installed release's name (past_key_values before
+        # transformers 5.24, cache since); the caller may use either.
+        cache_name = generation_cache_argument()
+        given_cache = generate_kwargs.pop("past_key_values" if cache_name == "cache" else "cache", None)
+        if given_cache is not None and generate_kwargs.get(cache_name) is None:
+            generate_kwargs[cache_name] = given_cache
         if encoder_hidden_states is not None:
             side = {"encoder_hidden_states": encoder_hidden_states, "tags": None, "tag_ids": None,
                     "tag_logits": None, "tag_probs": None}
@@ -1154,8 +1159,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
             generate_kwargs["eos_token_id"] = self.config.text_config.sep_token_id
         if "pad_token_id" not in generate_kwargs and config.pad_token_id is None:
             generate_kwargs["pad_token_id"] = self.config.text_config.pad_token_id
-        if generate_kwargs.get("use_cache", True) and generate_kwargs.get("cache") is None:
-            generate_kwargs["cache"] = EncoderDecoderCache(
+        if generate_kwargs.get("use_cache", True) and generate_kwargs.get(cache_name) is None:
+            generate_kwargs[cache_name] = EncoderDecoderCache(
                 DynamicCache(config=self.config.text_config), DynamicCache(config=self.config.text_config)
             )
         outputs = GenerationMixin.generate(

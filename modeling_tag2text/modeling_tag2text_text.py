@@ -6,7 +6,7 @@ Why not transformers' ``BertModel``: in transformers 5 it refuses cross-attentio
 lacks, and it has no cross-attention-only mode with its own head count (the tagging head). The layout and
 parameter names follow the original (BLIP ``med.py``) so checkpoints map one to one.
 
-Part of the Hub payload: imports only torch and transformers.
+Part of the Hub payload: imports only torch, transformers and its single-dot sibling ``version_compat``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,7 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-try:
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-except ImportError:  # older transformers keep it elsewhere
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward as _sdpa
-
-    ALL_ATTENTION_FUNCTIONS = {"sdpa": _sdpa}
+from .version_compat import registered_attention_function
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +41,7 @@ def eager_attention(module, query, key, value, attention_mask, scaling, dropout=
 def _attention_function(implementation: str | None, output_attentions: bool):
     if output_attentions or implementation in (None, "eager"):
         return eager_attention
-    if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface"):
-        return ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention)
-    return ALL_ATTENTION_FUNCTIONS.get(implementation, eager_attention)
+    return registered_attention_function(implementation, eager_attention)
 
 
 def extended_self_attention_mask(

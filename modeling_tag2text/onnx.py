@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 # The image conversion of the PyTorch processor (numpy and PIL only); its ImageInputError is this runtime's too.
-from .processing.image_loading import ImageInputError, pixel_arrays, to_rgb_image
+from .image_loading import ImageInputError, pixel_arrays, to_rgb_image
 from .tag_output import Tag2TextTagOutput
 
 logger = logging.getLogger(__name__)

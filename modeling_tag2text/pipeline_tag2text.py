@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from transformers import Pipeline
 
+from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
+
 TASK = "image-to-text"
 PIPELINE_IMPL = "pipeline_tag2text.Tag2TextCaptionPipeline"
 

@@ -32,7 +32,8 @@ def register_auto_classes() -> None:
     from .modeling_tag2text import Tag2TextForCaptioning, Tag2TextModel
     from .modeling_tag2text_pretraining import Tag2TextForPreTraining
     from .modeling_tag2text_retrieval import Tag2TextForImageTextRetrieval
-    from .processing import Tag2TextImageProcessor, Tag2TextProcessor
+    from .image_processing_tag2text import Tag2TextImageProcessor
+    from .processing_tag2text import Tag2TextProcessor
 
     AutoConfig.register(Tag2TextConfig.model_type, Tag2TextConfig, exist_ok=True)
     AutoModel.register(Tag2TextConfig, Tag2TextModel, exist_ok=True)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import importlib
 
+# The processor classes and the image conversion live beside the model files (tag2text.*, the Hub payload, which
+# a saved directory carries); they are re-exported here, where processing's callers look for them.
 _EXPORTS = {
-    "ImageInputError": ".image_loading",  # numpy and PIL only: no transformers for the image conversion
-    "Tag2TextImageProcessor": ".image_processing_tag2text",
-    "to_rgb_image": ".image_loading",
-    "Tag2TextProcessor": ".processing_tag2text",
-    "add_tag2text_tokens": ".processing_tag2text",
-    "build_tokenizer": ".processing_tag2text",
+    "ImageInputError": "..image_loading",  # numpy and PIL only: no transformers for the image conversion
+    "Tag2TextImageProcessor": "..image_processing_tag2text",
+    "to_rgb_image": "..image_loading",
+    "Tag2TextProcessor": "..processing_tag2text",
+    "add_tag2text_tokens": "..processing_tag2text",
+    "build_tokenizer": ".tokenizer_loading",
     "TokenizerLoadError": ".source_check",
     # The tag miner (spaCy).
     "TagMiner": ".mining",

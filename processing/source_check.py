@@ -12,7 +12,7 @@ Two conventions, owned here:
   downloaded: offline, ``BertTokenizer.from_pretrained("bert-base-uncased")`` returns a 5-token vocabulary that
   maps every word to ``[UNK]``; a model trained with it learns to write ``[UNK]``.
 
-Part of the Hub payload of the processor (``processing_tag2text`` imports it): standard library only.
+Standard library only (the hub commands import it before anything heavy).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from tag2text.hub.annotation_run import decode_image as annotation_decode
 from tag2text.hub.serving_inputs import RequestError
 from tag2text.hub.serving_inputs import decode_image as serving_decode
 from tag2text.processing import ImageInputError, Tag2TextImageProcessor, to_rgb_image
-from tag2text.processing import image_loading
+from tag2text import image_loading
 from tag2text.training.images import ImageLoader
 
 
@@ -163,7 +163,7 @@ def test_a_truncated_file_names_the_file(tmp_path):
 
 def test_one_error_class_for_the_processor_and_the_onnx_runtime():
     import tag2text.onnx
-    import tag2text.processing.image_processing_tag2text as processor_module
+    import tag2text.image_processing_tag2text as processor_module
 
     assert ImageInputError is image_loading.ImageInputError is tag2text.onnx.ImageInputError
     assert processor_module.ImageInputError is ImageInputError and issubclass(ImageInputError, ValueError)
@@ -175,7 +175,7 @@ def test_the_onnx_runtime_and_the_image_conversion_import_neither_torch_nor_tran
 import json, sys
 import tag2text.onnx
 from tag2text.processing import ImageInputError, to_rgb_image
-from tag2text.processing.image_loading import pixel_array
+from tag2text.image_loading import pixel_array
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))))
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

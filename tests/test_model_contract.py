@@ -225,7 +225,8 @@ def test_released_constants_are_defined_once():
 
 
 MODELING_FILES = ("configuration_tag2text.py", "modeling_tag2text.py", "modeling_tag2text_text.py",
-                  "generation_original.py", "pipeline_tag2text.py", "text_conventions.py", "tag_output.py")
+                  "generation_original.py", "pipeline_tag2text.py", "text_conventions.py", "tag_output.py",
+                  "processing_tag2text.py", "image_processing_tag2text.py", "image_loading.py", "version_compat.py")
 
 
 @pytest.mark.parametrize("name", MODELING_FILES)
@@ -246,15 +247,19 @@ def test_modeling_modules_import_neither_processing_nor_hub(name):
 
 
 def test_one_text_conventions_module_serves_both_payloads():
-    """processing/text_conventions.py is a link to the package's module (the processor's Hub payload needs it
-    as its own sibling); the installed copies must be the same text."""
-    import tag2text.processing.text_conventions as for_processor
-    import tag2text.text_conventions as for_model
+    """The processor files sit beside the model files (one payload folder), so both import the one
+    text_conventions module; no copy or link of it lives in processing/."""
+    import tag2text
+    import tag2text.processing
+    import tag2text.processing_tag2text as processor_module
+    import tag2text.text_conventions as conventions
 
-    with open(for_processor.__file__, "rb") as a, open(for_model.__file__, "rb") as b:
-        assert a.read() == b.read()
-    assert for_processor.tag_text(["cat", " ", "fire hydrant"]) == "cat | fire hydrant"
-    assert for_model.split_tag_text("cat | fire hydrant |") == ["cat", "fire hydrant"]
+    processing_folder = os.path.dirname(tag2text.processing.__file__)
+    assert not os.path.lexists(os.path.join(processing_folder, "text_conventions.py"))
+    assert processor_module.tag_text is conventions.tag_text
+    assert tag2text.processing.Tag2TextProcessor is processor_module.Tag2TextProcessor
+    assert conventions.tag_text(["cat", " ", "fire hydrant"]) == "cat | fire hydrant"
+    assert conventions.split_tag_text("cat | fire hydrant |") == ["cat", "fire hydrant"]
 
 
 def test_base_model_output_leads_with_the_visual_tokens(config, pixel_values):

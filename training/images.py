@@ -10,7 +10,7 @@ from collections import Counter
 
 from PIL import Image
 
-from ..processing.image_loading import ImageInputError, to_rgb_image
+from ..image_loading import ImageInputError, to_rgb_image
 
 logger = logging.getLogger(__name__)
 

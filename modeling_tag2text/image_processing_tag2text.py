@@ -17,6 +17,7 @@ from PIL import Image
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
+from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
 from .image_loading import RESAMPLE_FILTERS, ImageInputError, pixel_arrays, to_rgb_image
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]

@@ -12,15 +12,18 @@ its siblings.
 """
 
 
-import os
 from typing import TypedDict
 
 import torch
-from transformers import BertTokenizer
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.processing_utils import ProcessingKwargs, ProcessorMixin
 
+from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
 from .image_processing_tag2text import Tag2TextImageProcessor, Tag2TextImagesKwargs
+# Imported here as well as by image_processing_tag2text: older transformers releases (5.0 and 4.57 measured) copy
+# only a loaded module's direct single-dot imports into the remote-code cache, so each entry module names its
+# whole closure.
+from .image_loading import ImageInputError  # noqa: F401
 from .text_conventions import (
     DEC_TOKEN,
     ENC_TOKEN,
@@ -40,61 +43,6 @@ def add_tag2text_tokens(tokenizer):
     return add_special_tokens(tokenizer)
 
 
-def build_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased", *, option: str = "--tokenizer",
-                    probe_words=None, **kwargs):
-    """A lower-casing BERT WordPiece tokenizer with ``[DEC]``/``[ENC]`` added, checked to be usable.
-
-    Args:
-        name_or_path: a ``vocab.txt`` file, a directory holding ``vocab.txt`` or saved tokenizer files, or a
-            Hub id (``bert-base-uncased``, as the original used). ``~`` is expanded; a local-looking path that
-            does not exist fails at once instead of going to the Hub.
-        option: the command-line option that chose the source, named in errors.
-        probe_words: words the tokenizer must spell with some token other than ``[UNK]``. Default: "a", "dog"
-            and "red" for a Hub id or saved tokenizer files, "a" for a vocab.txt (it may be written for one's
-            own captions).
-
-    Raises:
-        TokenizerLoadError: (a ``ValueError``) the source is missing, or gave a vocabulary of special tokens
-            only (what transformers returns for a Hub id it cannot download) or one that spells a probe word
-            as ``[UNK]``; the message names the source and ``option``.
-    """
-    from .source_check import (
-        GENERAL_PROBE_WORDS,
-        VOCABULARY_FILE_PROBE_WORDS,
-        TokenizerLoadError,
-        check_tokenizer,
-        missing_local_source,
-    )
-
-    source = os.fspath(name_or_path)
-    path = os.path.expanduser(source)
-    missing = missing_local_source(source, allow_bare_name=True)
-    if missing is not None:
-        raise TokenizerLoadError(f"{option}: no tokenizer file or directory at {missing}")
-    vocabulary_file = None
-    if os.path.isfile(path):
-        vocabulary_file = path
-    elif os.path.isdir(path) and not any(
-        os.path.exists(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer_config.json")
-    ):
-        vocabulary_file = os.path.join(path, "vocab.txt")
-        if not os.path.isfile(vocabulary_file):
-            raise TokenizerLoadError(f"{option}: tokenizer directory {path} holds neither vocab.txt nor tokenizer files")
-    try:
-        if vocabulary_file is not None:
-            tokenizer = BertTokenizer(vocab=vocabulary_file, do_lower_case=True, **kwargs)
-        else:
-            tokenizer = BertTokenizer.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as error:
-        raise TokenizerLoadError(
-            f"{option}: could not load {source!r} ({error}); pass a directory holding vocab.txt, or the file"
-        ) from error
-    if probe_words is None:
-        probe_words = VOCABULARY_FILE_PROBE_WORDS if vocabulary_file is not None else GENERAL_PROBE_WORDS
-    check_tokenizer(tokenizer, source, option=option, probe_words=probe_words)
-    return add_tag2text_tokens(tokenizer)
-
-
 class Tag2TextTextKwargs(TypedDict, total=False):
     """Caption encoding at call time. ``max_length`` defaults to the processor's ``max_text_length`` (40)."""
 
@@ -108,9 +56,17 @@ class Tag2TextTextKwargs(TypedDict, total=False):
     return_tensors: str | None
 
 
+# Lowest-priority defaults of transformers' kwargs merging for the caption text.
+TEXT_DEFAULTS = {"padding": "longest", "truncation": True, "add_prompt": True, "return_labels": False}
+
+
 class Tag2TextProcessorKwargs(ProcessingKwargs, total=False):
     text_kwargs: Tag2TextTextKwargs
     images_kwargs: Tag2TextImagesKwargs
+    # transformers 5.0 reads the defaults from here (and requires the attribute: a TypedDict subclass does not
+    # inherit ProcessingKwargs._defaults); later releases read the processor's attributes first and these after,
+    # so giving the same values in both places means the same merge on every release.
+    _defaults = {"text_kwargs": TEXT_DEFAULTS}
 
 
 _UNSUPPORTED_MODALITIES = ("audio_kwargs", "videos_kwargs")
@@ -129,8 +85,8 @@ class Tag2TextProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = Tag2TextProcessorKwargs
-    # Lowest-priority defaults of transformers' kwargs merging (processor attributes).
-    text_kwargs = {"padding": "longest", "truncation": True, "add_prompt": True, "return_labels": False}
+    # Lowest-priority defaults of transformers' kwargs merging (processor attributes; see Tag2TextProcessorKwargs).
+    text_kwargs = TEXT_DEFAULTS
     images_kwargs = {}
 
     def __init__(

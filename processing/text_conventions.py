@@ -1,1 +1,0 @@
-../modeling_tag2text/text_conventions.py
