@@ -1,12 +1,12 @@
 """Inputs of Tag2Text: images, captions and tags (``tag2text.processing``).
 
-Names are imported on first use, so that the command-line tools in this package (``mine-tags``,
-``build-tag-list``) and their ``--help`` do not pay for torch, transformers or spaCy.
+Names are imported on first use, so that ``import tag2text.processing`` (and the ``mine-tags`` and
+``build-tag-list`` commands' ``--help``) do not pay for torch, transformers or spaCy.
 """
 
 from __future__ import annotations
 
-import importlib
+from ..lazy_exports import lazy_exports
 
 # The processor classes and the image conversion live beside the model files (tag2text.*, the Hub payload, which
 # a saved directory carries); they are re-exported here, where processing's callers look for them.
@@ -28,14 +28,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
