@@ -127,10 +127,6 @@ class Tag2TextProcessor(ProcessorMixin):
 
     # -- encoding ------------------------------------------------------------------------------------------
 
-    def tags_to_text(self, tags) -> str:
-        """One image's tags (a list of names or an already joined string) as the tag text."""
-        return tag_text(tags, self.tag_separator)
-
     def encode_tags(self, tags, return_tensors="pt") -> BatchFeature:
         """``tag_input_ids``/``tag_attention_mask``: per image ``[ENC] t1 | t2 ... [SEP]``, padded to
         ``max_tag_length`` (longer tag texts are truncated, as released). Per image a list of names or one
