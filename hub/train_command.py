@@ -39,7 +39,7 @@ def add_arguments(parser) -> None:
 def check_arguments(args) -> None:
     """Checks of the parsed options against the file system, before any data or model is read; raises
     :class:`UsageError` naming the option and the value."""
-    from ..configuration_tag2text import PRESETS  # the configuration module imports no torch
+    from ..presets import PRESETS  # the presets module imports no torch
     from ..processing.source_check import missing_local_source
     from ..training.losses import LossWeights
     from .model_source import ModelSourceError, resolve_model_source

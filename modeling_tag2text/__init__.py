@@ -15,11 +15,11 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "PRESETS": ".configuration_tag2text",
+    "PRESETS": ".presets",
     "Tag2TextConfig": ".configuration_tag2text",
     "Tag2TextTaggingConfig": ".configuration_tag2text",
     "Tag2TextTextConfig": ".configuration_tag2text",
-    "preset_config": ".configuration_tag2text",
+    "preset_config": ".presets",
     "Tag2TextForCaptioning": ".modeling_tag2text",
     "Tag2TextForCaptioningOutput": ".modeling_tag2text",
     "Tag2TextModel": ".modeling_tag2text",
