@@ -15,10 +15,14 @@ itself (from the moment the last process had its model loaded to the end), CPU s
 system of the whole process tree; over the command, and over the annotation: each process's own and its
 DataLoader workers' time after its model loaded), and the peak proportional memory (PSS) of the whole tree,
 sampled every 0.2 s (so shared pages of forked workers count once). On a machine shared with other work, the
-CPU seconds are the steadier measure: wall-clock rates move with the other processes' load.
+CPU seconds are the steadier measure: wall-clock rates move with the other processes' load. With ``--device
+cuda`` a last column gives the peak GPU memory (``torch.cuda.max_memory_allocated`` of the busiest process: the
+weights, the activations and the beam search's cache; the CUDA context is not counted).
 
     python benchmarks/annotate.py [--max-images 400] [--rounds 1] [--device cpu] [--batch-sizes 8]
-    python benchmarks/annotate.py --device cuda --dtype bfloat16 --batch-sizes 8 32 64 --configs new-1x4
+    python benchmarks/annotate.py --device cuda --dtype bfloat16 --batch-sizes 8 32 64 --configs new-1x8
+
+(``benchmarks/gpu_check.sh`` runs the second line after the GPU tests.)
 
 On a 2-core CPU the three configurations cost about 11 CPU seconds per image together, so the full 400 images
 take over an hour per round; ``--max-images 16`` took 18 minutes on a busy shared machine.
@@ -149,9 +153,18 @@ def child_main(argv):
     rank = os.environ.get("RANK", "0")
     with open(f"{known.timing}.{rank}", "w") as handle:
         json.dump({"loaded": loaded.get("at"), "end": time.time(), "status": status, "cpu_loaded": loaded.get("cpu"),
-                   "cpu_end": _cpu_seconds()}, handle)
+                   "cpu_end": _cpu_seconds(), "peak_gpu_mb": _peak_gpu_mb()}, handle)
     del tag2text
     return 0
+
+
+def _peak_gpu_mb() -> float | None:
+    """The most GPU memory torch's allocator held at once in this process (None when CUDA was not used)."""
+    import torch
+
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 def _cpu_seconds() -> float:
@@ -198,9 +211,10 @@ def measure(name, command, images: int, timing: Path, threads: int | None = None
     annotate_seconds = max(r["end"] for r in ranks) - max(r["loaded"] for r in ranks)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     annotate_cpu = sum(r["cpu_end"] - r["cpu_loaded"] for r in ranks)
+    gpu = [r["peak_gpu_mb"] for r in ranks if r.get("peak_gpu_mb") is not None]
     return {"config": name, "images_per_s": images / wall, "annotate_images_per_s": images / annotate_seconds,
             "cpu_s_per_image": cpu / images, "annotate_cpu_s_per_image": annotate_cpu / images, "peak_pss_mb": peak,
-            "wall_s": wall}
+            "peak_gpu_mb": max(gpu) if gpu else None, "wall_s": wall}
 
 
 def main():
@@ -229,7 +243,8 @@ def main():
         subset.mkdir()
         for path in sorted(images.glob("*.jpg"))[: args.max_images]:
             os.symlink(path, subset / path.name)
-    baseline = _baseline_module(work, args.baseline_ref)
+    # The baseline's source comes from git: only read when it is measured (a copied tree may have no .git).
+    baseline = _baseline_module(work, args.baseline_ref) if "baseline" in args.configs else None
     me = [sys.executable, str(Path(__file__).resolve()), "--child"]
     results = []
     for round_index in range(args.rounds):
@@ -260,9 +275,10 @@ def main():
     threads = args.threads or "default"
     print(f"\n{args.max_images} images at 384 px, {args.device} {args.dtype}, {os.cpu_count()} CPUs, "
           f"threads {threads}\n")
+    on_gpu = args.device.startswith("cuda")
     print("| configuration | batch | images/s (command) | images/s (annotation) | CPU s/image (command) "
-          "| CPU s/image (annotation) | peak PSS MB |")
-    print("|---|---|---|---|---|---|---|")
+          "| CPU s/image (annotation) | peak PSS MB |" + (" peak GPU MB |" if on_gpu else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if on_gpu else ""))
     best = {}
     for result in results:
         key = (result["config"], result["batch"])
@@ -271,7 +287,9 @@ def main():
     for result in best.values():
         print(f"| {result['config']} | {result['batch']} | {result['images_per_s']:.3f} | "
               f"{result['annotate_images_per_s']:.3f} | {result['cpu_s_per_image']:.2f} | "
-              f"{result['annotate_cpu_s_per_image']:.2f} | {result['peak_pss_mb']:.0f} |")
+              f"{result['annotate_cpu_s_per_image']:.2f} | {result['peak_pss_mb']:.0f} |"
+              + (f" {result['peak_gpu_mb']:.0f} |" if on_gpu and result["peak_gpu_mb"] is not None
+                 else " n/a |" if on_gpu else ""))
     for batch in args.batch_sizes:
         base = next((r for (c, b), r in best.items() if b == batch and c.startswith("caption")), None)
         if base is None:
