@@ -11,8 +11,8 @@ Throughput:
 * decoding and preprocessing run in DataLoader worker processes (``--num-workers``; default: the CPUs of
   this process's share of the machine, less one, at most 8) and overlap the model; batches are pinned and
   copied asynchronously on a GPU;
-* the vision tower and the tagging head run once per image: :func:`annotate_batch` passes the visual tokens
-  and the tag text to ``generate`` (``tag2text caption`` without ``--output-dir`` runs the tower twice);
+* the vision tower and the tagging head run once per image (:class:`~tag2text.hub.inference.TorchBackend`, the
+  model calls of every ``tag2text caption`` path);
 * batches keep the source order (neighbouring tar members and parquet row groups), not sorted by image size:
   the processor resizes every image to the same square, so every batch is one dense tensor of the same
   shape and there is no padding that sorting could save;
@@ -171,47 +171,6 @@ def default_num_workers(local_processes: int) -> int:
     return max(1, min(8, cpus // max(1, local_processes) - 1))
 
 
-# -- the model ------------------------------------------------------------------------------------------------
-
-
-def annotate_batch(model, pixel_values, processor, tags=None, threshold=None, generate_kwargs=None) -> list[dict]:
-    """Tags, tag scores and captions of a batch, from the model's one generation call: the vision tower and the
-    tagging head run once per image, and the call returns the tags and their probabilities with the captions.
-
-    Every model call of sharded annotation is here.
-    """
-    import torch
-
-    with torch.no_grad():
-        outputs = model.generate(
-            pixel_values,
-            tags=[tags] * pixel_values.shape[0] if tags else None,
-            tag_threshold=threshold,
-            tokenizer=processor.tokenizer,
-            output_tag_logits=True,  # the predicted tags' scores are reported with steering tags too
-            return_dict_in_generate=True,
-            **(generate_kwargs or {}),
-        )
-        predicted = outputs["tag_ids"] if not tags else model.select_tags(outputs["tag_logits"], threshold)
-    probs = outputs["tag_probs"].cpu()
-    captions = processor.decode_captions(outputs.sequences)
-    names = model.config.tag_names
-    results = []
-    for index, caption in enumerate(captions):
-        results.append({"tags": list(outputs["tags"][index]),
-                        "tag_scores": {names[i]: round(float(probs[index, i]), 6) for i in predicted[index]},
-                        "caption": caption})
-    return results
-
-
-def generate_options(model, args) -> dict:
-    """generate() keywords from --num-beams / --max-length, by ``tag2text caption``'s rule."""
-    from .caption_command import generation_options
-
-    return generation_options(args.num_beams, args.max_length, len(model.config.prompt_token_ids or []),
-                              model.generation_config.min_new_tokens)
-
-
 # -- processes ------------------------------------------------------------------------------------------------
 
 
@@ -272,7 +231,7 @@ def run_sharded(args) -> int:
 
     from . import annotation_writer as writer_module
     from .annotation_sources import collect_items
-    from .caption_command import load_caption_setup
+    from .caption_io import load_caption_setup
     from .model_source import load_model, resolve_model_source
 
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
@@ -336,7 +295,10 @@ def _annotate(batches, model, processor, device, args, writer, progress) -> Coun
     """Run the model over the DataLoader's batches and hand every row to ``writer``; failures by reason."""
     import torch
 
-    generate_kwargs = generate_options(model, args)
+    from .caption_io import caption_rows
+    from .inference import TorchBackend
+
+    backend = TorchBackend(model, processor)
     autocast = (torch.autocast(device.type, dtype=getattr(torch, args.autocast)) if args.autocast != "none"
                 else contextlib.nullcontext())
     failed = Counter()
@@ -345,8 +307,7 @@ def _annotate(batches, model, processor, device, args, writer, progress) -> Coun
         if batch["pixel_values"] is not None:
             pixel_values = batch["pixel_values"].to(device, non_blocking=True)
             with autocast:
-                results = iter(annotate_batch(model, pixel_values, processor, args.tags, args.threshold,
-                                              generate_kwargs))
+                results = iter(caption_rows(backend, pixel_values, args))
         for key, source, good, reason, message in batch["samples"]:
             if good:
                 writer.add({"key": key, "source": source, **next(results)})

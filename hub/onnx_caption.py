@@ -1,38 +1,20 @@
 """``tag2text caption --backend onnx``: the caption command on an ONNX export (tag2text.onnx, no torch).
 
 Same JSON lines as the torch backend ({"image", "tags", "tag_scores", "caption"}; "error" for an unreadable
-image, exit status 1 if any failed), computed by :class:`tag2text.onnx.OnnxTag2Text`.
+image, exit status 1 if any failed), computed by :class:`tag2text.onnx.OnnxTag2Text` through
+:class:`~tag2text.hub.inference.OnnxBackend`.
 """
 
 from __future__ import annotations
 
-from .caption_command import collect_images
-from .cli_args import UsageError
-
-
-def caption_batch(model, images, tags=None, threshold=None, generate_kwargs=None):
-    """Tags, tag scores and captions of a list of RGB PIL images, as caption_command.caption_batch."""
-    pixel_values = model.preprocess(images)
-    tag_results = model.tag(pixel_values=pixel_values, threshold=threshold)
-    outputs = model.generate(pixel_values=pixel_values, tags=[tags] * len(images) if tags else None,
-                             tag_threshold=threshold, return_dict=True, **(generate_kwargs or {}))
-    captions = model.decode_captions(outputs["sequences"])
-    results = []
-    for index, caption in enumerate(captions):
-        tagged = tag_results[index]
-        results.append({
-            "tags": list(outputs["tags"][index]) if outputs["tags"] is not None else tagged.tags,
-            "tag_scores": {name: round(score, 6) for name, score in zip(tagged.tags, tagged.scores)},
-            "caption": caption,
-        })
-    return results
+from .caption_io import check_max_length, collect_images, write_captions
+from .cli_args import UsageError, output_file
 
 
 def run(args) -> int:
     from tag2text.onnx import ImageInputError, OnnxModelError, OnnxTag2Text, to_rgb_image
 
-    from .caption_command import _check_max_length, generation_options, write_captions
-    from .cli_args import output_file
+    from .inference import OnnxBackend
 
     sharded = [f"--{name.replace('_', '-')}" for name in ("output_dir", "shards", "parquet", "dataset")
                if getattr(args, name, None)]
@@ -59,13 +41,7 @@ def run(args) -> int:
         model = OnnxTag2Text.from_pretrained(args.model, providers=providers)
     except OnnxModelError as error:
         raise UsageError(f"--model {args.model}: {error}") from error
-    prompt_length = len(model.manifest["prompt_token_ids"])
     if args.max_length is not None:
-        _check_max_length(args.max_length, prompt_length)
-    generate_kwargs = generation_options(args.num_beams, args.max_length, prompt_length,
-                                         model.generation_config.get("min_new_tokens"))
-    return write_captions(
-        args, paths, lambda path: to_rgb_image(str(path)), ImageInputError,
-        lambda images: caption_batch(model, images, args.tags, args.threshold, generate_kwargs),
-        desc="captioning (onnx)", backend=", onnxruntime",
-    )
+        check_max_length(args.max_length, len(model.manifest["prompt_token_ids"]))
+    return write_captions(args, paths, OnnxBackend(model), lambda path: to_rgb_image(str(path)), ImageInputError,
+                          desc="captioning (onnx)", label=", onnxruntime")

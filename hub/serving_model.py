@@ -1,31 +1,22 @@
-"""Every model call of ``tag2text serve``, in one module so that a change of the model API is one edit here.
-
-A batch runs the vision tower once per image: image embeddings, tag logits from them, then the decoder with
-``image_embeds=``. Each image keeps its own threshold and steering tags inside a shared batch, so a batched
-answer is the answer that image gets alone (and what ``tag2text caption`` prints for it).
+"""The model side of ``tag2text serve``: loading, what the server reports, steering-tag checks per request, and
+the batched calls, which go through :class:`~tag2text.hub.inference.TorchBackend` (the model calls of
+``tag2text caption`` too). Each image keeps its own threshold and steering tags inside a shared batch, so a
+batched answer is the answer that image gets alone (and what ``tag2text caption`` prints for it).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
+
+from .inference import TorchBackend, unknown_steering_tags
 
 logger = logging.getLogger(__name__)
 
 # Beams multiply the decoder's batch; a cap keeps one request from occupying the server for long.
 MAX_NUM_BEAMS = 16
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class SteeringTags:
-    """User tags of one image, tokenized as the interaction encoder reads them (on the CPU)."""
-
-    names: list
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
 
 
 class ServingModel:
@@ -35,6 +26,7 @@ class ServingModel:
         self.model = model.eval()
         self.processor = processor
         self.name = name
+        self.backend = TorchBackend(self.model, processor)
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "cpu", dtype: str = "float32") -> "ServingModel":
@@ -97,77 +89,37 @@ class ServingModel:
         """(1, 3, H, W) float32 on the CPU for one RGB PIL image; batches concatenate these."""
         return self.processor(images=[image], return_tensors="pt")["pixel_values"]
 
-    def steering_tags(self, tags) -> SteeringTags:
-        """Tokenized user tags (``"a | b"`` or a list of names). Raises ValueError naming the problem."""
+    def steering_tags(self, tags) -> list[str]:
+        """The names of user tags (``"a | b"`` or a list of names), checked: every name spelled by the tokenizer,
+        and the tag text within the model's ``max_tag_length``. Raises ValueError naming the problem."""
         model = self.model
         names = model.parse_tags(tags if isinstance(tags, str) else [list(tags)], 1)[0]
         if not names:
             raise ValueError("tags holds no tag names")
-        from .caption_command import unknown_steering_tags
-
-        unknown = unknown_steering_tags(model.config.tag_separator.join(names), model.config.tag_separator,
-                                        self.processor.tokenizer)
+        text = model.config.tag_separator.join(names)
+        unknown = unknown_steering_tags(text, model.config.tag_separator, self.processor.tokenizer)
         if unknown:
             # The caption would be steered by [UNK] in their place; refuse rather than replace them silently.
             raise ValueError(f"the model's tokenizer spells {', '.join(map(repr, unknown))} as [UNK]")
-        text = model.config.tag_separator.join(names)
         length = len(self.processor.tokenizer(text)["input_ids"])
         if length > model.config.max_tag_length:
             # The model would cut the tag text; refuse instead of captioning with fewer tags than asked for.
             raise ValueError(f"tags are {length} tokens with [ENC] and [SEP]; this model reads at most "
                              f"{model.config.max_tag_length}")
-        input_ids, attention_mask, names_per_image, _ = model.resolve_tags(
-            [names], 1, tokenizer=self.processor.tokenizer, device=torch.device("cpu"))
-        return SteeringTags(names_per_image[0], input_ids, attention_mask)
+        return names
 
     # -- batched model calls (the batcher's thread) --------------------------------------------------------
 
-    def _embed_and_tag(self, pixel_values: list, thresholds: list):
-        model = self.model
-        batch = torch.cat(pixel_values).to(self.device, self.dtype)
-        image_embeds = model.get_image_embeddings(batch)
-        tag_logits = model.get_tag_logits(image_embeds)
-        probs = torch.sigmoid(tag_logits.float())
-        tagged = []
-        for row, threshold in enumerate(thresholds):
-            ids = model.select_tags(tag_logits[row : row + 1], threshold)[0]
-            names = [model.config.tag_names[i] for i in ids]
-            scores = {name: round(float(probs[row, i]), 6) for name, i in zip(names, ids)}
-            tagged.append((ids, names, scores))
-        return image_embeds, tagged
+    def _batch(self, pixel_values: list) -> torch.Tensor:
+        return torch.cat(pixel_values).to(self.device, self.dtype)
 
     def tag_batch(self, pixel_values: list, thresholds: list) -> list[dict]:
         """``{"tags", "tag_scores"}`` per image, without the decoder."""
-        with torch.no_grad():
-            _, tagged = self._embed_and_tag(pixel_values, thresholds)
-        return [{"tags": names, "tag_scores": scores} for _, names, scores in tagged]
+        return self.backend.tag(self._batch(pixel_values), thresholds)
 
     def caption_batch(self, pixel_values: list, thresholds: list, steering: list, num_beams: int,
                       max_new_tokens: int) -> list[dict]:
-        """``{"tags", "tag_scores", "caption"}`` per image; ``steering[i]`` (SteeringTags or None) replaces
-        image i's predicted tags in the caption, its tag scores are still the predicted ones."""
-        model = self.model
-        with torch.no_grad():
-            image_embeds, tagged = self._embed_and_tag(pixel_values, thresholds)
-            rows, masks, used = [], [], []
-            for (ids, names, _), user in zip(tagged, steering):
-                if user is None:
-                    input_ids, attention_mask = model.build_tag_input_ids([ids], device=torch.device("cpu"))
-                    used.append(names)
-                else:
-                    input_ids, attention_mask = user.input_ids, user.attention_mask
-                    used.append(list(user.names))
-                rows.append(input_ids)
-                masks.append(attention_mask)
-            outputs = model.generate(
-                image_embeds=image_embeds,
-                tag_input_ids=torch.cat(rows).to(self.device),
-                tag_attention_mask=torch.cat(masks).to(self.device),
-                tokenizer=self.processor.tokenizer,
-                return_dict_in_generate=True,
-                num_beams=num_beams,
-                max_new_tokens=max_new_tokens,
-            )
-        captions = self.processor.decode_captions(outputs.sequences)
-        return [{"tags": names, "tag_scores": scores, "caption": caption}
-                for names, (_, _, scores), caption in zip(used, tagged, captions)]
+        """``{"tags", "tag_scores", "caption"}`` per image; ``steering[i]`` (names from :meth:`steering_tags`, or
+        None) replaces image i's predicted tags in the caption, its tag scores are still the predicted ones."""
+        return self.backend.tag_and_caption(self._batch(pixel_values), tags=steering, thresholds=thresholds,
+                                            num_beams=num_beams, max_new_tokens=max_new_tokens)

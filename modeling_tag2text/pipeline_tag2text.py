@@ -5,7 +5,7 @@ image without text. Model directories therefore declare this class under ``custo
 so ``pipeline("image-to-text", model=DIR, trust_remote_code=True)`` builds it (custom tasks are looked up
 before the redirect).
 
-Part of the Hub payload: imports only transformers.
+Part of the Hub payload: imports only transformers and its sibling files.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from transformers import Pipeline
 
 from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
+from .tag_output import result_rows
 
 TASK = "image-to-text"
 PIPELINE_IMPL = "pipeline_tag2text.Tag2TextCaptionPipeline"
@@ -83,5 +84,10 @@ class Tag2TextCaptionPipeline(Pipeline):
 
     def postprocess(self, model_outputs):
         captions = self.processor.decode_captions(model_outputs["sequences"])
-        tags = model_outputs["tags"][0] if model_outputs["tags"] else []
-        return [{"generated_text": caption, "tags": list(tags)} for caption in captions]
+        tags = model_outputs["tags"]
+        # One image's tags: ``[names]`` as _forward returns them, or ``names`` alone where the pipeline split a
+        # batch (``batch_size`` > 1) into images, indexing each field.
+        names = tags[0] if tags and not isinstance(tags[0], str) else (tags or [])
+        # The result rows of every entry point; transformers' image-to-text answer calls the caption
+        # "generated_text".
+        return [{"generated_text": row["caption"], "tags": row["tags"]} for row in result_rows([names], None, captions)]

@@ -74,7 +74,7 @@ def test_steering_tags_the_tokenizer_cannot_spell_are_named_once(tmp_path, model
 
 
 def test_caption_runs_the_vision_tower_once_per_image(model, processor):
-    from tag2text.hub.caption_command import caption_batch
+    from tag2text.hub.inference import caption_batch
 
     images = [tiny_factory.draw_image(seed) for seed in range(3)]
     calls = []

@@ -6,7 +6,7 @@ import pytest
 import tiny_factory
 from serving_support import RunningServer, png_bytes, post_image, request, responsive_model, scene
 
-from tag2text.hub.caption_command import caption_batch
+from tag2text.hub.inference import caption_batch
 from tag2text.hub.serving_batcher import DynamicBatcher
 
 

@@ -14,7 +14,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tag2text.hub.caption_command import caption_batch
+from tag2text.hub.inference import caption_batch
 
 WAIT_S = 240  # the tiny model answers in seconds; the shared CI machine can be slow
 
