@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 
+from .lazy_exports import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -58,16 +60,9 @@ _REGISTERING = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
+def _register_on_first_use(name: str) -> None:
     if name in _REGISTERING:
         importlib.import_module(".registration", __name__).register_auto_classes()
-    globals()[name] = value
-    return value
 
 
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, on_load=_register_on_first_use)
