@@ -250,24 +250,6 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
             source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pipeline_tag2text.py")
             shutil.copyfile(source, os.path.join(os.fspath(save_directory), "pipeline_tag2text.py"))
 
-    def _upload_modified_files(self, working_dir, repo_id, *args, **kwargs):
-        """``push_to_hub`` hook: replace transformers' generic card with a Tag2Text model card (tags,
-        thresholds, usage, conversion or training source) when the ``tag2text`` package is installed."""
-        try:
-            from tag2text.hub.model_card import card_for_directory
-        except ImportError:  # remote-code use without the package keeps transformers' card
-            card_for_directory = None
-        readme = os.path.join(os.fspath(working_dir), "README.md")
-        existing = ""
-        if os.path.exists(readme):
-            with open(readme, encoding="utf-8") as handle:
-                existing = handle.read()
-        generic = not existing.strip() or "automatically generated" in existing
-        if card_for_directory is not None and generic:
-            with open(readme, "w", encoding="utf-8") as handle:
-                handle.write(card_for_directory(working_dir, repo_id=repo_id))
-        return super()._upload_modified_files(working_dir, repo_id, *args, **kwargs)
-
     def _init_weights(self, module):
         std = self.config.text_config.initializer_range
         if isinstance(module, Tag2TextLabelEmbedding):

@@ -314,9 +314,9 @@ def test_model_and_processor_push_to_hub(converted_dir, tmp_path):
             "modeling_tag2text.py", "modeling_tag2text_text.py", "pipeline_tag2text.py"} <= set(model_commit["files"])
     assert {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "processing_tag2text.py",
             "image_processing_tag2text.py"} <= set(processor_commit["files"])
-    card = model_commit["files"]["README.md"].decode()
-    assert "Tag2Text" in card and "automatically generated" not in card
-    assert f"{len(json.loads(model_commit['files']['config.json'])['tag_names'])} tags" in card
+    # The model class carries no publishing hooks: push_to_hub uploads transformers' own card; the Tag2Text card
+    # comes with `tag2text push` / push_model_directory (test_push_command_uploads_the_directory_...).
+    assert "automatically generated" in model_commit["files"]["README.md"].decode()
     config = json.loads(model_commit["files"]["config.json"])
     assert config["auto_map"]["AutoModelForImageTextToText"] == "modeling_tag2text.Tag2TextForCaptioning"
     pushed = safetensors_load(model_commit["files"]["model.safetensors"])
