@@ -26,6 +26,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from .configuration_tag2text import Tag2TextConfig, generation_defaults
 from .generation_lengths import LENGTH_ARGUMENTS, generation_lengths
 from .generation_original import original_beam_search
+from .presets import PRESETS  # noqa: F401  (configuration_tag2text imports it lazily; named so loaders copy it)
 from .tag_output import Tag2TextTagOutput
 from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
 from .version_compat import generation_cache_argument, model_inputs_for_forward

@@ -4,8 +4,8 @@ Every token sequence (caption with the ``[DEC]`` prompt, alignment and matching 
 by :mod:`text_conventions`; this class applies it to a tokenizer and images. Call arguments follow transformers'
 ``ProcessingKwargs``: ``text_kwargs`` (captions: ``padding``, ``truncation``, ``max_length``,
 ``pad_to_multiple_of``, ``padding_side``, ``add_prompt``, ``return_labels``), ``images_kwargs`` (``size``,
-``resample``, ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std``) and ``return_tensors``, given flat or
-per modality; any other keyword is an error.
+``resample``, ``do_rescale``, ``rescale_factor``, ``do_normalize``, ``image_mean``, ``image_std``) and
+``return_tensors``, given flat or per modality; any other keyword is an error.
 
 Part of the Hub payload of the processor: imports only the standard library, torch and transformers, and
 its siblings.

@@ -52,7 +52,8 @@ def build_tokenizer(name_or_path: str | os.PathLike = "bert-base-uncased", *, op
     ):
         vocabulary_file = os.path.join(path, "vocab.txt")
         if not os.path.isfile(vocabulary_file):
-            raise TokenizerLoadError(f"{option}: tokenizer directory {path} holds neither vocab.txt nor tokenizer files")
+            raise TokenizerLoadError(
+                f"{option}: tokenizer directory {path} holds neither vocab.txt nor tokenizer files")
     try:
         if vocabulary_file is not None:
             tokenizer = BertTokenizer(vocab=vocabulary_file, do_lower_case=True, **kwargs)

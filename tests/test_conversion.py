@@ -29,6 +29,7 @@ from tag2text.hub import (
 )
 from tag2text.hub.cli import main as cli_main
 from tag2text.hub.conversion import download_released_tag_list
+from tag2text.version_compat import swin_block_parameter_names
 
 FIXTURE = Path(__file__).parent / "fixtures" / "original_tiny"
 NEW_KEYS = ["vision_proj.weight", "vision_proj.bias", "text_proj.weight", "text_proj.bias", "itm_head.weight",
@@ -79,8 +80,10 @@ def test_mapping_fills_every_tensor_and_lists_what_it_did(original, shapes):
     assert result.tagging_prefix == "tagging_head."
     # qkv rows are [q; k; v]
     qkv = original["visual_encoder.layers.1.blocks.1.attn.qkv.weight"]
-    prefix = "vision_model.encoder.layers.1.blocks.1.attention."
-    assert torch.equal(torch.cat([result.state_dict[prefix + n + "_proj.weight"] for n in "qkv"]), qkv)
+    prefix = "vision_model.encoder.layers.1.blocks.1."
+    names = swin_block_parameter_names()  # the installed transformers' Swin names (they changed within 5.x)
+    split = [result.state_dict[prefix + names[n] + ".weight"] for n in ("query", "key", "value")]
+    assert torch.equal(torch.cat(split), qkv)
     assert torch.equal(result.state_dict["tagging_head.classifier_weight"], original["fc.W"][0])
     assert torch.equal(result.state_dict["tagging_head.classifier_bias"], original["fc.b"][0])
     # the tagging head's layers are the interaction encoder's first layers
@@ -490,9 +493,10 @@ def test_full_size_random_state_dict_converts_with_a_strict_load():
 
     assert first("vision_model.embeddings.patch_embeddings.projection.weight") == markers[
         "visual_encoder.patch_embed.proj.weight"]
-    q = "vision_model.encoder.layers.2.blocks.17.attention."
+    block = "vision_model.encoder.layers.2.blocks.17."
+    names = swin_block_parameter_names()
     qkv = markers["visual_encoder.layers.2.blocks.17.attn.qkv.weight"]
-    assert [first(q + f"{n}_proj.weight") for n in "qkv"] == [qkv, qkv + 0.25, qkv + 0.5]
+    assert [first(block + names[n] + ".weight") for n in ("query", "key", "value")] == [qkv, qkv + 0.25, qkv + 0.5]
     assert first("vision_model.layernorm.bias") == markers["visual_encoder.norm.bias"]
     assert first("text_encoder.encoder.layer.11.crossattention.self.key.weight") == markers[
         "tag_encoder.encoder.layer.11.crossattention.self.key.weight"]
