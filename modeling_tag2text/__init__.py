@@ -66,3 +66,8 @@ def _register_on_first_use(name: str) -> None:
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, on_load=_register_on_first_use)
+
+
+# After a bare ``import tag2text`` the Auto classes and pipeline() find our classes: registration happens once
+# transformers' Auto modules are imported (at once if they are), without importing transformers here.
+importlib.import_module(".registration", __name__).register_when_transformers_loads()

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from transformers.utils import ModelOutput
 
-from .modeling_tag2text import Tag2TextForCaptioning
+from .modeling_tag2text import Tag2TextForCaptioning, _renamed_tag_targets
 
 logger = logging.getLogger(__name__)
 
@@ -404,7 +404,11 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
     ``ddp_find_unused_parameters=True`` if gradient checkpointing turned that default off).
     """
 
-    # The loss is a mean over the batch, not a sum to normalise by the Trainer's num_items_in_batch.
+    # Not the captioning model's num_items_in_batch normalisation: the loss is a weighted mean of four losses,
+    # and ITC (in-batch negatives, gathered across processes) and ITM (hard negatives drawn in the batch) exist
+    # only per batch, so no token count over the accumulated batch can make their sum the whole batch's loss.
+    # With False the Trainer neither passes the count nor skips its division by the accumulation steps: the
+    # accumulated gradient is that of the mean of the micro-batch losses.
     accepts_loss_kwargs = False
     # Saved as Tag2TextForCaptioning (see save_pretrained): never under its own name in an auto_map.
     _auto_class = None
@@ -417,7 +421,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
         labels: torch.LongTensor | None = None,
         tag_input_ids: torch.LongTensor | None = None,
         tag_attention_mask: torch.LongTensor | None = None,
-        tag_labels: torch.Tensor | None = None,
+        tag_targets: torch.Tensor | None = None,
         text_input_ids: torch.LongTensor | None = None,
         text_attention_mask: torch.LongTensor | None = None,
         itm_input_ids: torch.LongTensor | None = None,
@@ -437,7 +441,9 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 labels -100 on the prompt and padding), as the processor builds them with ``return_labels``.
             tag_input_ids / tag_attention_mask: the tag text (``[ENC]`` first) the decoder is conditioned on;
                 when missing, the predicted tags are used.
-            tag_labels: (batch, num_tags) multi-hot tagging targets.
+            tag_targets: (batch, num_tags) multi-hot tagging targets (formerly ``tag_labels``, still accepted
+                with a deprecation warning: transformers' Trainer would require every argument named
+                ``*label*`` for an evaluation loss).
             text_input_ids / text_attention_mask: the alignment text for ITC/ITM (``[CLS] caption [SEP]``, no
                 prompt; the processor's ``encode_alignment_text`` builds it). When missing, the caption ids with
                 ``[CLS]`` in place of ``[DEC]`` are used (prompt included).
@@ -452,6 +458,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
                 :meth:`Tag2TextForCaptioning.forward` (what ``generate`` does); every other argument then
                 means what it means there.
         """
+        tag_targets = _renamed_tag_targets(tag_targets, kwargs, type(self).__name__)
         if encoder_hidden_states is not None:
             alignment = [name for name, value in (("text_input_ids", text_input_ids), ("itm_input_ids", itm_input_ids),
                                                   ("sample_ids", sample_ids), ("loss_weights", loss_weights))
@@ -462,7 +469,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
             return super().forward(
                 pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                 tag_input_ids=tag_input_ids, tag_attention_mask=tag_attention_mask, labels=labels,
-                tag_labels=tag_labels, encoder_hidden_states=encoder_hidden_states,
+                tag_targets=tag_targets, encoder_hidden_states=encoder_hidden_states,
                 output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                 return_dict=return_dict, **kwargs,
             )
@@ -479,7 +486,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
         batch_size = image_embeds.shape[0]
         components = {}
 
-        wants_tag_loss = tag_labels is not None and weights.active("tag")
+        wants_tag_loss = tag_targets is not None and weights.active("tag")
         # The released rescaling of the tagging loss needs the LM loss's value even when LM itself weighs 0.
         wants_lm = labels is not None and (weights.active("lm") or (wants_tag_loss and weights.tag_scale == "lm"))
         if wants_lm and input_ids is None:
@@ -490,7 +497,7 @@ class Tag2TextForPreTraining(Tag2TextForCaptioning):
         if wants_tag_loss or (wants_decoder and tag_input_ids is None):
             tag_logits = self.get_tag_logits(image_embeds)
         if wants_tag_loss:
-            components["tag"] = self.tagging_loss(tag_logits, tag_labels)
+            components["tag"] = self.tagging_loss(tag_logits, tag_targets)
 
         logits = decoded = None
         if wants_decoder:

@@ -220,7 +220,7 @@ def test_training_losses(converted, converted_processor, golden, golden_info):
         tag_input_ids=tag_ids,
         tag_attention_mask=tag_mask,
         labels=labels,
-        tag_labels=golden["train_tag_multi_hot"],
+        tag_targets=golden["train_tag_multi_hot"],
     )
     assert abs(output.loss_lm.item() - record["loss_t2t"]) < ATOL
     assert abs(output.loss_tag.item() - record["loss_tag"]) < ATOL * abs(record["loss_tag"])

@@ -329,7 +329,7 @@ def test_input_require_grads_carry_gradients_through_frozen_embeddings(model, pr
 
     def loss():
         torch.manual_seed(0)
-        return model(**batch, labels=batch["input_ids"], tag_labels=torch.zeros(2, model.config.num_tags)).loss
+        return model(**batch, labels=batch["input_ids"], tag_targets=torch.zeros(2, model.config.num_tags)).loss
 
     loss().backward()
     reference = [parameters[name].grad.clone() for name in trainable]

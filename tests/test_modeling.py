@@ -157,11 +157,11 @@ def test_tagging_loss_in_forward(model, processor):
     labels = torch.zeros(3, model.config.num_tags)
     labels[0, 0] = labels[1, 1] = 1
     with torch.no_grad():
-        out = model(**batch, tag_labels=labels)
+        out = model(**batch, tag_targets=labels)
     assert abs(out.loss_tag.item() - asymmetric_loss(out.tag_logits, labels).item()) < 1e-6
     assert abs(out.loss.item() - (out.loss_lm + out.loss_tag).item()) < 1e-5
-    with pytest.raises(ValueError, match="tag_labels must have shape"):
-        model(**batch, tag_labels=labels[:, :3])
+    with pytest.raises(ValueError, match="must have shape"):
+        model(**batch, tag_targets=labels[:, :3])
 
 
 def test_save_reload_keeps_weights_ties_and_outputs(tmp_path, model, processor):
@@ -250,7 +250,7 @@ def test_text_layers_follow_the_models_default_attention(tmp_path, model, proces
 
 def _train_step(model, batch):
     model.zero_grad()
-    out = model(**batch, tag_labels=torch.eye(model.config.num_tags)[:3])
+    out = model(**batch, tag_targets=torch.eye(model.config.num_tags)[:3])
     embeds = out.image_embeds
     image_features = model.get_image_features(image_embeds=embeds).pooler_output
     itc = image_features @ model.get_text_features(batch["input_ids"]).pooler_output.T

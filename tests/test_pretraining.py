@@ -86,7 +86,7 @@ def _reference_losses(model, batch, seed, rank_rows=None, tensors=False):
     with torch.set_grad_enabled(tensors):
         embeds = model.get_image_embeddings(pixel_values)
         tag_logits = model.get_tag_logits(embeds[local])
-        loss_tag = _asl(tag_logits, batch["tag_labels"][local])
+        loss_tag = _asl(tag_logits, batch["tag_targets"][local])
         states = model.encode_tags(batch["tag_input_ids"][local], batch["tag_attention_mask"][local], embeds[local])[0]
         lm_logits = Tag2TextForCaptioning.forward(
             model, input_ids=batch["input_ids"][local], attention_mask=batch["attention_mask"][local],
@@ -131,7 +131,8 @@ def _models(setup):
 
 
 def _inputs(batch):
-    return {k: v for k, v in batch.items() if k != "image_load_failures"}
+    """The collator's batch as it is: every key is a forward argument."""
+    return dict(batch)
 
 
 NAMES = ("tag", "lm", "itc", "itm")
@@ -319,7 +320,7 @@ def test_bad_loss_weights_and_missing_inputs_are_named(setup):
     with pytest.raises(TypeError, match="unexpected arguments \\['foo'\\]"):
         model(**_inputs(batch), foo=torch.ones(1))
     with pytest.raises(ValueError, match="tag loss scale 'lm' needs the LM loss"):
-        model(pixel_values=batch["pixel_values"], tag_labels=batch["tag_labels"], loss_weights={"itc": 0, "itm": 0})
+        model(pixel_values=batch["pixel_values"], tag_targets=batch["tag_targets"], loss_weights={"itc": 0, "itm": 0})
     with pytest.raises(ValueError, match="\\['sample_ids'\\] belong to the pre-training losses"):
         model(input_ids=batch["input_ids"], encoder_hidden_states=torch.zeros(2, 3, model.config.text_config.hidden_size),
               sample_ids=batch["sample_ids"])

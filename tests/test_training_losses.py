@@ -105,7 +105,7 @@ def test_compute_loss_matches_independent_computations(setup, tmp_path):
         image_features = _image_features(model, embeds)
         text_features = _text_features(model, batch["text_input_ids"], batch["text_attention_mask"])
         temperature = float(model.logit_temperature)
-    asl = _asl_by_hand(tag_logits.numpy(), batch["tag_labels"].numpy())
+    asl = _asl_by_hand(tag_logits.numpy(), batch["tag_targets"].numpy())
     lm = _lm_by_hand(out.logits.numpy(), batch["labels"].numpy())
     itc = _itc_by_hand(image_features.numpy(), text_features.numpy(), temperature)
     assert parts["tag"] == pytest.approx(asl, rel=1e-4)

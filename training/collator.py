@@ -4,6 +4,10 @@ Per sample, every random choice (which caption, augmentation, tag order) comes f
 ``(seed, epoch, sample index)``. Nothing depends on the order batches are drawn in or on the global RNG, so a
 run resumed from a checkpoint (which skips the batches it already trained on) builds exactly the batches an
 uninterrupted run builds. :class:`~.trainer.EpochCallback` keeps :attr:`Tag2TextCollator.epoch` current.
+
+A batch holds forward arguments only, so it goes straight into the model (``model(**batch)``, transformers'
+plain Trainer). Skipped images are counted on the collator (:attr:`Tag2TextCollator.image_load_failures`), in
+shared memory so that the counts of DataLoader worker processes reach the process that reads them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from .augmentation import TrainAugmentation
 from .images import BadImageError, ImageLoader
 
 logger = logging.getLogger(__name__)
+
+# Slots of the skipped-image counter: 0 for the process itself, 1 + worker id for a DataLoader worker, so that no
+# two processes add to the same number (an in-place add on shared memory is not atomic).
+_COUNTER_SLOTS = 257
 
 
 class Tag2TextCollator:
@@ -34,13 +42,17 @@ class Tag2TextCollator:
         image_loader: an :class:`~.images.ImageLoader` (counts and skips bad images).
         seed: base of the per-sample generators.
 
-    Records hold ``image``, ``captions``, ``tag_ids``, ``caption_tag_ids``, ``index`` and ``image_id`` (see
-    :mod:`.data`). A batch holds the processor's ``pixel_values``, ``input_ids``, ``attention_mask``,
-    ``labels``, ``tag_input_ids``, ``tag_attention_mask``, plus ``tag_labels`` (multi-hot), the alignment text
-    of the processor's ``encode_alignment_text`` (``text_input_ids`` ``[CLS] caption [SEP]`` for ITC,
-    ``itm_input_ids`` with ``[ENC]`` first for ITM, ``text_attention_mask``; no prompt),
-    ``sample_ids`` (ITC positives) and ``image_load_failures`` (count in row 0, summed by the trainer; a
-    per-row tensor so that accelerate can split a dispatched batch).
+    A record is a dict with ``image`` (a path, bytes, a ``{"bytes", "path"}`` dict or a PIL image) and
+    ``captions`` (a non-empty list of strings), and optionally ``tag_ids`` (class indices into ``tag_names``:
+    the tagging targets and, by default, the tag text), ``caption_tag_ids`` (per caption, the tag ids of its
+    tag text), ``index`` (seeds the per-sample randomness; default 0) and ``image_id`` (equal ids are ITC
+    positives; default ``index``); see :mod:`.data`. A batch holds the processor's ``pixel_values``,
+    ``input_ids``, ``attention_mask``, ``labels``, ``tag_input_ids``, ``tag_attention_mask``, plus
+    ``tag_targets`` (multi-hot), the alignment text of the processor's ``encode_alignment_text``
+    (``text_input_ids`` ``[CLS] caption [SEP]`` for ITC, ``itm_input_ids`` with ``[ENC]`` first for ITM,
+    ``text_attention_mask``; no prompt) and ``sample_ids`` (ITC positives): the arguments of
+    ``Tag2TextForPreTraining.forward``, nothing else. Images that fail to load are skipped and counted in
+    :attr:`image_load_failures`.
     """
 
     def __init__(self, processor, tag_names, augmentation: TrainAugmentation | None = None, shuffle_tags: bool = False,
@@ -55,6 +67,19 @@ class Tag2TextCollator:
         self.image_loader = image_loader or ImageLoader()
         self.seed = int(seed)
         self.epoch = 0
+        # Shared memory: DataLoader workers (forked or spawned by torch) add to the same tensor.
+        self._skipped = torch.zeros(_COUNTER_SLOTS, dtype=torch.long).share_memory_()
+
+    @property
+    def image_load_failures(self) -> int:
+        """Images skipped so far by this collator, in this process and in its DataLoader workers."""
+        return int(self._skipped.sum())
+
+    def _count_skipped(self, count: int) -> None:
+        if count:
+            worker = torch.utils.data.get_worker_info()
+            slot = 0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)
+            self._skipped[slot] += count
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
@@ -89,23 +114,20 @@ class Tag2TextCollator:
             tag_texts.append([self.tag_names[i] for i in ids])
             tag_rows.append(list(record.get("tag_ids") or []))
             sample_ids.append(int(record.get("image_id", index)))
-        failed = self.image_loader.skipped - failures_before
+        self._count_skipped(self.image_loader.skipped - failures_before)
         if not images:
             raise BadImageError(
                 f"every image of a batch of {len(records)} failed to load (see the warnings above); "
                 "check the image paths/root"
             )
         batch = dict(self.processor(images=images, text=captions, tags=tag_texts, return_labels=True))
-        tag_labels = torch.zeros(len(images), len(self.tag_names), dtype=torch.float32)
+        tag_targets = torch.zeros(len(images), len(self.tag_names), dtype=torch.float32)
         for row, ids in enumerate(tag_rows):
             if ids:
-                tag_labels[row, ids] = 1.0
-        batch["tag_labels"] = tag_labels
+                tag_targets[row, ids] = 1.0
+        batch["tag_targets"] = tag_targets
         batch.update(self.processor.encode_alignment_text(captions))
         batch["sample_ids"] = torch.tensor(sample_ids, dtype=torch.long)
-        failures = torch.zeros(len(images), dtype=torch.long)
-        failures[0] = failed
-        batch["image_load_failures"] = failures
         return batch
 
 

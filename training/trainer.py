@@ -65,7 +65,8 @@ class Tag2TextTrainer(Trainer):
     The model must be a :class:`~tag2text.modeling_tag2text_pretraining.Tag2TextForPreTraining` (the weights of
     a captioning model; it saves as one). The collator provides its forward's inputs (for ITC/ITM
     ``text_input_ids``/``text_attention_mask`` with ``[CLS]`` first and ``sample_ids``, see
-    :class:`~.collator.Tag2TextCollator`) plus ``image_load_failures``, which the trainer counts.
+    :class:`~.collator.Tag2TextCollator`); the images that collator skipped (its ``image_load_failures``, summed
+    over processes) are logged as ``image_load_failures``.
     """
 
     # compute_loss returns a mean over the batch, not a sum normalised by num_items_in_batch.
@@ -96,6 +97,7 @@ class Tag2TextTrainer(Trainer):
         self._components = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._extras = {"train": defaultdict(list), "eval": defaultdict(list)}
         self.image_load_failures = 0
+        self._skipped_in_evaluation = 0
         self.last_loss_components = {}
         self.samples_seen = 0
         self.last_itc_global_batch = None
@@ -103,8 +105,6 @@ class Tag2TextTrainer(Trainer):
     # -- loss -------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        failures = inputs.pop("image_load_failures", None)  # the collator's count for the trainer, not the model
         split = "train" if model.training else "eval"
         # A plain mapping crosses DDP's input handling as it is; the model validates it again.
         outputs = model(**inputs, loss_weights=dataclasses.asdict(self.loss_weights), return_dict=True)
@@ -127,8 +127,6 @@ class Tag2TextTrainer(Trainer):
         self.last_loss_components = {name: float(value.detach()) for name, value in components.items()}
         if split == "train":
             self.samples_seen += batch_size
-            if failures is not None:
-                self._extras[split]["image_load_failures"].append(failures.sum().float().detach().cpu())
             self._check_finite(loss, components)
         return (loss, outputs) if return_outputs else loss
 
@@ -176,13 +174,22 @@ class Tag2TextTrainer(Trainer):
         extras = self._extras[split]
         if extras.get("itc_global_batch"):
             result["itc_global_batch"] = float(torch.stack(extras.pop("itc_global_batch")).mean())
-        if "image_load_failures" in extras:
-            count = torch.stack(extras.pop("image_load_failures")).sum().to(device)
-            count = int(self.accelerator.reduce(count, reduction="sum").item())
-            self.image_load_failures += count
-            result["image_load_failures"] = self.image_load_failures
+        if split == "train":
+            skipped = self._skipped_images()
+            if skipped is not None:
+                result["image_load_failures"] = skipped
         extras.clear()
         return result
+
+    def _skipped_images(self) -> int | None:
+        """Training images the collator skipped so far, summed over processes (a collective, like
+        :meth:`_reduced_means`); None when the collator does not count them."""
+        local = getattr(self.data_collator, "image_load_failures", None)
+        if local is None:
+            return None
+        count = torch.tensor(int(local) - self._skipped_in_evaluation, device=self.accelerator.device)
+        self.image_load_failures = int(self.accelerator.reduce(count, reduction="sum").item())
+        return self.image_load_failures
 
     def log(self, logs, start_time=None):
         if "loss" in logs:  # a training log (evaluation adds its components in evaluation_loop)
@@ -209,9 +216,14 @@ class Tag2TextTrainer(Trainer):
                         metric_key_prefix="eval"):
         self._components["eval"].clear()
         self._extras["eval"].clear()
+        # Evaluation with the training collator: its skipped images are not training images.
+        collator = self.data_collator if self.eval_data_collator is None else None
+        skipped_before = getattr(collator, "image_load_failures", None)
         # Only the losses are gathered: logits of a captioning model over a whole eval set are large and unused.
         output = super().evaluation_loop(dataloader, description, prediction_loss_only=True, ignore_keys=ignore_keys,
                                          metric_key_prefix=metric_key_prefix)
+        if skipped_before is not None:
+            self._skipped_in_evaluation += collator.image_load_failures - skipped_before
         for name, value in self._reduced_means("eval").items():
             output.metrics[f"{metric_key_prefix}_{name}"] = value
         if self.task_evaluator is not None:
@@ -288,8 +300,10 @@ class Tag2TextTrainer(Trainer):
 
     def run_summary(self) -> dict:
         """Facts about the run for ``train_summary.json``: processes, samples each one trained on (gathered, so
-        it shows every process took part), the global ITC batch and skipped images."""
+        it shows every process took part), the global ITC batch and skipped images (a collective: every process
+        calls it)."""
         rank, world = distributed_world()
+        self._skipped_images()  # the count up to now, not up to the last log
         counts = [self.samples_seen]
         if world > 1:
             import torch.distributed as dist
