@@ -7,15 +7,20 @@ peak resident memory (VmHWM) belongs to it alone.
 
     python benchmarks/inference.py [--batch-sizes 1 8] [--dtypes float32 bfloat16 bfloat16-weights] [--repeats 2] [--rounds 2]
     python benchmarks/inference.py --baseline /work/main --no-blip   # this checkout against another, A/B
+    python benchmarks/inference.py --packing --no-blip               # the model as built against packed weights
 
 ``--baseline DIR`` also runs Tag2Text from another checkout of this repository (its package folders laid out
 as ``tag2text`` in a temporary directory), alternating with this one in every round, and prints both with
-their ratio. ``--compile`` adds ``torch.compile`` (inductor) of the tagging path, timed after compilation.
+their ratio. ``--packing`` also runs this checkout's model with packed CPU weights
+(``tag2text.cpu_packing.pack_cpu_weights``, what the caption, annotate, serve and evaluate commands use) and
+prints it against the model as built (``nn.Linear``) and against the baseline. ``--compile`` adds
+``torch.compile`` (inductor) of the tagging path, timed after compilation.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -26,6 +31,8 @@ import time
 
 # package_dir of setup.cfg: where each part of the tag2text namespace lives in a checkout
 PACKAGE_FOLDERS = {"modeling_tag2text": "", "processing": "processing", "training": "training", "hub": "hub"}
+# The Tag2Text runs: this checkout as built, this checkout with packed CPU weights, another checkout.
+TAG2TEXT_RUNS = ("tag2text", "packed", "baseline")
 
 
 def _peak_rss_mb() -> float:
@@ -48,7 +55,7 @@ def _build(name):
     import torch
 
     torch.manual_seed(0)
-    if name in ("tag2text", "baseline"):
+    if name in TAG2TEXT_RUNS:
         from tag2text import Tag2TextForCaptioning, preset_config
 
         config = preset_config("tag2text-swin-b-384")
@@ -60,6 +67,10 @@ def _build(name):
         with torch.no_grad():
             # spread tag probabilities so that some tags fire, as with trained weights
             model.tagging_head.classifier_bias.copy_(torch.linspace(-4, 4, config.num_tags))
+        if name == "packed":
+            from tag2text.cpu_packing import pack_cpu_weights
+
+            pack_cpu_weights(model)
         return model
     from transformers import BlipConfig, BlipForConditionalGeneration
 
@@ -85,12 +96,14 @@ def _run_one(name, batch_size, dtype, repeats):
             start = time.perf_counter()
             out = model.generate(pixel_values=pixel_values, **kwargs)
             times.append(time.perf_counter() - start)
-        if name in ("tag2text", "baseline"):
+        if name in TAG2TEXT_RUNS:
             logits = model.get_tag_logits(model.get_image_embeddings(pixel_values)).float()
             tags = torch.sigmoid(logits).tolist()
     tokens = int(out.shape[1])
+    # The generated ids, to tell whether two runs of the same seeded weights wrote the same captions.
+    ids = hashlib.sha1(json.dumps(out.tolist()).encode()).hexdigest()[:12]
     return {"seconds_per_image": min(times) / batch_size, "peak_rss_mb": _peak_rss_mb(), "tokens": tokens,
-            "tag_probs": tags}
+            "ids": ids, "tag_probs": tags}
 
 
 def _matmul_tflops(dtype, n: int = 2048, repeats: int = 3) -> float:
@@ -139,16 +152,18 @@ def _spawn(name, batch_size, dtype, repeats, baseline_tree=None):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _print_ab(dtype, batch_size, this, baseline):
-    """Every round's seconds per image of both checkouts (the spread is the machine's noise) and the ratio of
-    the best rounds."""
+def _print_ab(dtype, batch_size, this, baseline, names=("this", "baseline")):
+    """Every round's seconds per image of both runs (the spread is the machine's noise) and the ratio of the
+    best rounds."""
     this_s = [r["seconds_per_image"] for r in this]
     base_s = [r["seconds_per_image"] for r in baseline]
     same = all(a["tokens"] == b["tokens"] for a, b in zip(this, baseline))
-    print(f"A/B {dtype} batch {batch_size}: this {' '.join(f'{t:.3f}' for t in this_s)} s/img, "
-          f"baseline {' '.join(f'{t:.3f}' for t in base_s)} s/img; best this/baseline {min(this_s) / min(base_s):.3f}, "
+    same_ids = all(a.get("ids") == b.get("ids") for a, b in zip(this, baseline))
+    a, b = names
+    print(f"A/B {dtype} batch {batch_size}: {a} {' '.join(f'{t:.3f}' for t in this_s)} s/img, "
+          f"{b} {' '.join(f'{t:.3f}' for t in base_s)} s/img; best {a}/{b} {min(this_s) / min(base_s):.3f}, "
           f"peak MB {max(r['peak_rss_mb'] for r in this):.0f}/{max(r['peak_rss_mb'] for r in baseline):.0f}, "
-          f"same token counts: {same}", flush=True)
+          f"same token counts: {same}, same ids: {same_ids}", flush=True)
 
 
 def _print_compiled(batch_size: int = 1, repeats: int = 2):
@@ -186,6 +201,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2, help="timed generate calls per process (best kept)")
     parser.add_argument("--rounds", type=int, default=2, help="fresh processes per model, alternating the models")
     parser.add_argument("--baseline", metavar="DIR", help="also time Tag2Text from this checkout (e.g. main's)")
+    parser.add_argument("--packing", action="store_true",
+                        help="also time this checkout with packed CPU weights (tag2text.cpu_packing)")
     parser.add_argument("--no-blip", action="store_true", help="leave out BLIP (e.g. for a quick --baseline A/B)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (inductor) of tagging")
     args = parser.parse_args()
@@ -198,13 +215,18 @@ def main():
     for dtype in args.dtypes:
         for batch_size in args.batch_sizes:
             # Rounds alternate the two models so that a slow spell of a shared machine hits both alike.
-            names = ["tag2text"] + (["baseline"] if baseline_tree else []) + ([] if args.no_blip else ["blip"])
+            names = (["tag2text"] + (["packed"] if args.packing else []) + (["baseline"] if baseline_tree else [])
+                     + ([] if args.no_blip else ["blip"]))
             runs = {name: [] for name in names}
             for _ in range(args.rounds):
                 for name in runs:
                     runs[name].append(_spawn(name, batch_size, dtype, args.repeats, baseline_tree))
             if baseline_tree:
                 _print_ab(dtype, batch_size, runs["tag2text"], runs["baseline"])
+            if args.packing:
+                _print_ab(dtype, batch_size, runs["packed"], runs["tag2text"], ("packed", "as built"))
+            if args.packing and baseline_tree:
+                _print_ab(dtype, batch_size, runs["packed"], runs["baseline"], ("packed", "baseline"))
             if not args.no_blip:
                 rows.append((dtype, batch_size, _best(runs["tag2text"]), _best(runs["blip"])))
     if args.compile:

@@ -100,10 +100,14 @@ def load_config(resolved: str, option: str = "--model"):
 
 
 def load_model(resolved: str, option: str = "--model", **kwargs):
-    """:class:`Tag2TextForCaptioning` from a resolved source; ``kwargs`` go to ``from_pretrained``."""
+    """:class:`Tag2TextForCaptioning` from a resolved source, for inference (the commands that call this only
+    run inference): with packed CPU weights (``tag2text.cpu_packing``; inert on other devices and in training).
+    ``kwargs`` go to ``from_pretrained``."""
     from tag2text import Tag2TextForCaptioning
+    from tag2text.cpu_packing import pack_cpu_weights
 
     try:
-        return Tag2TextForCaptioning.from_pretrained(resolved, **kwargs)
+        model = Tag2TextForCaptioning.from_pretrained(resolved, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"{option} {resolved}: could not load the model ({_first_line(error)})") from error
+    return pack_cpu_weights(model)

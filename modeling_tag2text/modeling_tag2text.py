@@ -34,11 +34,8 @@ from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
     Tag2TextTextModel,
-    end_packed_weight_trust,
     is_tracing,
     language_modeling_loss,
-    packed_linears,
-    trust_packed_weights,
 )
 
 from transformers import initialization as init
@@ -278,13 +275,8 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
 
 def _vision_tower(config: Tag2TextConfig) -> nn.Module:
     if config.vision_config.model_type == "swin":
-        tower = SwinModel(config.vision_config, add_pooling_layer=True)
-    else:
-        tower = ViTModel(config.vision_config, add_pooling_layer=False)
-    # Our Tag2TextLinear in place of transformers' nn.Linear children (same Parameters and keys): the packed CPU
-    # inference path. Swin-B 384 at batch 1, same process A/B: 0.78 -> 0.68 s in float32, 0.55 -> 0.51 s under
-    # bf16 autocast.
-    return packed_linears(tower)
+        return SwinModel(config.vision_config, add_pooling_layer=True)
+    return ViTModel(config.vision_config, add_pooling_layer=False)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,10 +289,12 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
 
     def __init__(self, config: Tag2TextConfig):
         super().__init__(config)
-        self._build_encoder_side(config)
+        self._build_modules(config)
         self.post_init()
 
-    def _build_encoder_side(self, config: Tag2TextConfig):
+    def _build_modules(self, config: Tag2TextConfig):
+        """Every sub-module, in state-dict order. A subclass adds its own after calling this, so that one
+        ``post_init`` initialises them all in that order (the random initialisation of a seed stays the same)."""
         text_hidden = config.text_config.hidden_size
         self.vision_model = _vision_tower(config)
         self.text_encoder = Tag2TextTextModel(config.text_config, cross_attention_width=config.vision_hidden_size)
@@ -382,12 +376,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
             raise ValueError(f"pixel_values must be (batch, 3, height, width), got shape {tuple(pixel_values.shape)}")
         pixel_values = pixel_values.to(self.vision_model.dtype)
         if self._in_cpu_micro_batches(pixel_values):
-            trusting = trust_packed_weights(self.vision_model)  # checked once, not per micro-batch
-            try:
-                pieces = pixel_values.split(self.cpu_inference_chunk())
-                return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
-            finally:
-                end_packed_weight_trust(trusting)
+            pieces = pixel_values.split(self.cpu_inference_chunk())
+            return torch.cat([self.get_image_embeddings(piece) for piece in pieces])
         if self.config.vision_config.model_type == "swin":
             outputs = self.vision_model(pixel_values=pixel_values, return_dict=True)
             return torch.cat([outputs.pooler_output.unsqueeze(1), outputs.last_hidden_state], dim=1)
@@ -398,12 +388,8 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
     def get_tag_logits(self, image_embeds: torch.FloatTensor) -> torch.FloatTensor:
         """Tag recognition logits (batch, num_tags) from visual tokens."""
         if self._in_cpu_micro_batches(image_embeds):
-            trusting = trust_packed_weights(self.text_encoder)  # checked once, not per micro-batch
-            try:
-                pieces = image_embeds.split(self.cpu_inference_chunk())
-                return torch.cat([self.get_tag_logits(piece) for piece in pieces])
-            finally:
-                end_packed_weight_trust(trusting)
+            pieces = image_embeds.split(self.cpu_inference_chunk())
+            return torch.cat([self.get_tag_logits(piece) for piece in pieces])
         queries = self.tagging_head.queries(image_embeds.shape[0], image_embeds.device)
         hidden, _, _, _ = self.text_encoder.encoder(
             queries,
@@ -754,24 +740,22 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
     accepts_loss_kwargs = True
 
     def __init__(self, config: Tag2TextConfig):
-        Tag2TextPreTrainedModel.__init__(self, config)
+        super().__init__(config)
         # The LM loss shifts the labels itself: the Trainer counts num_items_in_batch over labels[..., 1:].
         self.loss_type = "ForCausalLM"
-        self._build_encoder_side(config)
-        self.text_decoder = Tag2TextTextDecoder(config.text_config)
-        self.post_init()
         if getattr(self, "generation_config", None) is not None:
             for name, value in generation_defaults(config).items():
                 setattr(self.generation_config, name, value)
+
+    def _build_modules(self, config: Tag2TextConfig):
+        super()._build_modules(config)
+        self.text_decoder = Tag2TextTextDecoder(config.text_config)
 
     def get_output_embeddings(self):
         return self.text_decoder.cls.predictions.decoder
 
     def set_output_embeddings(self, value):
         self.text_decoder.cls.predictions.decoder = value
-
-    def get_decoder_input_embeddings(self):
-        return self.text_decoder.bert.embeddings.word_embeddings
 
     def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
         """Resize the vocabulary of the interaction encoder, the decoder and the LM head (weights and bias).
@@ -792,7 +776,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         head = self.text_decoder.cls.predictions
         old_head = head.decoder
         resized = self._get_resized_lm_head(old_head, size, mean_resizing=mean_resizing)
-        if type(resized) is not type(old_head):  # keep the head's own Linear class (its CPU inference path)
+        if type(resized) is not type(old_head):  # keep the head's own Linear class (a packed one stays packed)
             holder = type(old_head)(resized.in_features, resized.out_features, bias=resized.bias is not None,
                                     device=resized.weight.device, dtype=resized.weight.dtype)
             holder.weight = resized.weight

@@ -12,7 +12,6 @@ Part of the Hub payload: imports only torch, transformers and its single-dot sib
 from __future__ import annotations
 
 import logging
-import weakref
 
 import torch
 from torch import nn
@@ -68,143 +67,6 @@ def is_tracing(*tensors) -> bool:
     return any(type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors)
 
 
-def _weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
-    """Per-row sums of the weight's bit patterns, modulo 2**32: a change to any one element changes its row's sum
-    (two distinct 32-bit words differ by a nonzero amount below 2**32; only changes that cancel within a row go
-    unseen). One read of the weight and no temporary of its size.
-
-    The sum is taken in int32 and wraps on overflow, which is what makes it cheap: an int64 accumulator was five
-    times slower (108 ms against 20 ms per 94M float32 weights, measured), a fifth of a batch-1 generate call at
-    the released size. Half-precision weights are summed as pairs of elements (one 32-bit word each)."""
-    weight = weight.detach()
-    size = weight.element_size()
-    if size == 4 or (size == 2 and weight.shape[-1] % 2 == 0 and weight.is_contiguous()):
-        return weight.view(torch.int32).sum(dim=-1, dtype=torch.int32)
-    return weight.view({2: torch.int16, 8: torch.int64}.get(size, torch.uint8)).sum(
-        dim=-1, dtype=torch.int64)
-
-
-class Tag2TextLinear(nn.Linear):
-    """``nn.Linear`` that multiplies with a packed oneDNN copy of its weight in CPU inference.
-
-    PyTorch's own compiler packs the weights of frozen CPU models the same way (``mkldnn._linear_pointwise``).
-    The packed path is taken only in eval mode, without gradients, on the CPU, in float32 or bfloat16 (or under
-    bfloat16 autocast, packed in bfloat16), on plain tensors and outside every tracer and compiler (see
-    :func:`is_tracing`); everything else is ``nn.Linear``. Results equal ``nn.Linear`` to float rounding.
-
-    The copy belongs to the module: it is not a parameter or buffer (state dicts, ``deepcopy`` and pickling never
-    see it), ``train()`` and ``to()``/``half()``/``cuda()`` drop it, and it is remade from the weight whenever the
-    weight may have changed. Every use compares the weight's storage, version counter, shape and dtype with the
-    copy's, and an exact fingerprint of its values (:func:`_weight_fingerprint`), so fused optimizer steps and
-    writes through ``.data`` (which leave the version counter alone) are caught without the user's help. The
-    fingerprint is one read of the weight; it is skipped only where the owning model vouches that weights cannot
-    have changed since the last check (see :func:`trust_packed_weights`): later micro-batches of one call,
-    later feed-forward chunks of one forward, later decoding steps on the same cache. It costs the weights'
-    memory once more. ``cpu_weight_packing = False`` on an instance or the class switches it off.
-    """
-
-    cpu_weight_packing = True
-    _packed = None  # (weight key, weight fingerprint, packed weight)
-    _trust_token = None  # set by the owning model for one call: weights do not change while it is set
-    _verified_token = None  # the trust token under which the packed copy was last checked against the weight
-
-    @classmethod
-    def sharing(cls, linear: nn.Linear) -> "Tag2TextLinear":
-        """A Tag2TextLinear holding ``linear``'s own Parameter objects (nothing copied, same state-dict keys)."""
-        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        new.weight = linear.weight
-        new.bias = linear.bias
-        new.train(linear.training)
-        return new
-
-    def train(self, mode: bool = True):
-        self._packed = None
-        return super().train(mode)
-
-    def _apply(self, fn, recurse=True):
-        self._packed = None
-        return super()._apply(fn, recurse)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        for name in ("_packed", "_trust_token", "_verified_token"):
-            state.pop(name, None)
-        return state
-
-    def forward(self, input):
-        if (not self.cpu_weight_packing or self.training or input.device.type != "cpu" or torch.is_grad_enabled()
-                or is_tracing(input, self.weight) or input.numel() == 0 or not torch.backends.mkldnn.is_available()):
-            return nn.functional.linear(input, self.weight, self.bias)
-        dtype = input.dtype
-        if torch.is_autocast_enabled("cpu"):
-            dtype = torch.get_autocast_dtype("cpu")
-        elif self.weight.dtype != dtype:
-            return nn.functional.linear(input, self.weight, self.bias)
-        if dtype not in (torch.float32, torch.bfloat16):
-            return nn.functional.linear(input, self.weight, self.bias)
-        packed = self._packed_weight(dtype)
-        if packed is None:
-            return nn.functional.linear(input, self.weight, self.bias)
-        bias = None if self.bias is None else self.bias.to(dtype)
-        return torch.ops.mkldnn._linear_pointwise(input.to(dtype).contiguous(), packed, bias, "none", [], "")
-
-    def _packed_weight(self, dtype):
-        weight = self.weight
-        try:
-            version = weight._version
-        except RuntimeError:  # weights made under torch.inference_mode track no version: never cache them
-            return None
-        key = (weight.data_ptr(), version, tuple(weight.shape), weight.stride(), weight.dtype, dtype)
-        cached, token = self._packed, self._trust_token
-        if cached is not None and cached[0] == key:
-            if token is not None and self._verified_token is token:
-                return cached[2]
-            fingerprint = _weight_fingerprint(weight)
-            if torch.equal(fingerprint, cached[1]):
-                self._verified_token = token
-                return cached[2]
-        else:
-            fingerprint = _weight_fingerprint(weight)
-        self._packed = None  # free the stale copy before making the new one
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(dtype), None)
-        self._packed = (key, fingerprint, packed)
-        self._verified_token = token
-        return packed
-
-
-def trust_packed_weights(module: nn.Module, token: object | None = None) -> list:
-    """Tell the Tag2TextLinears under ``module`` that weights do not change until :func:`end_packed_weight_trust` (the
-    owner's promise for one call): each checks its packed copy once under ``token`` and then trusts it.
-
-    An outer owner's token stays in place (one check per outermost call). Returns the linears to release.
-    """
-    if is_tracing():
-        return []
-    token = object() if token is None else token
-    taken = []
-    for child in module.modules():
-        if isinstance(child, Tag2TextLinear) and child._trust_token is None:
-            child._trust_token = token
-            taken.append(child)
-    return taken
-
-
-def end_packed_weight_trust(linears: list) -> None:
-    for linear in linears:
-        linear._trust_token = None
-
-
-def packed_linears(module: nn.Module) -> nn.Module:
-    """Replace every plain ``nn.Linear`` inside ``module`` (e.g. transformers' vision tower, built by our model)
-    with a :class:`Tag2TextLinear` holding the same Parameters: state-dict keys, initialisation and training
-    behaviour stay those of ``nn.Linear``; CPU inference gets the packed path."""
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is nn.Linear:
-                setattr(parent, name, Tag2TextLinear.sharing(child))
-    return module
-
-
 class Tag2TextTextEmbeddings(nn.Module):
     """Word plus absolute position embeddings, LayerNorm, dropout (no token types)."""
 
@@ -245,9 +107,9 @@ class Tag2TextAttentionProjections(nn.Module):
         super().__init__()
         self.config = config
         self.num_attention_heads = config.num_attention_heads
-        self.query = Tag2TextLinear(config.hidden_size, config.hidden_size)
-        self.key = Tag2TextLinear(key_value_width, config.hidden_size)
-        self.value = Tag2TextLinear(key_value_width, config.hidden_size)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(key_value_width, config.hidden_size)
+        self.value = nn.Linear(key_value_width, config.hidden_size)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.is_cross_attention = is_cross_attention
         self.is_causal = False  # masks are always passed explicitly
@@ -311,7 +173,7 @@ class Tag2TextResidualOutput(nn.Module):
 
     def __init__(self, config, in_features: int):
         super().__init__()
-        self.dense = Tag2TextLinear(in_features, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -336,7 +198,7 @@ class Tag2TextAttention(nn.Module):
 class Tag2TextIntermediate(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = Tag2TextLinear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -436,16 +298,6 @@ class Tag2TextEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ):
-        # One forward cannot change weights: packed copies are checked once, not again for each feed-forward chunk.
-        trusting = trust_packed_weights(self)
-        try:
-            return self._run_layers(hidden_states, attention_mask, encoder_hidden_states, cache, mode, num_heads,
-                                    num_layers, output_attentions, output_hidden_states)
-        finally:
-            end_packed_weight_trust(trusting)
-
-    def _run_layers(self, hidden_states, attention_mask, encoder_hidden_states, cache, mode, num_heads, num_layers,
-                    output_attentions, output_hidden_states):
         all_hidden = (hidden_states,) if output_hidden_states else None
         all_self = () if output_attentions else None
         all_cross = () if output_attentions else None
@@ -520,7 +372,7 @@ class Tag2TextTextModel(nn.Module):
 class Tag2TextPredictionHeadTransform(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.dense = Tag2TextLinear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.transform_act_fn = ACT2FN[config.hidden_act]
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
@@ -533,7 +385,7 @@ class Tag2TextLMPredictionHead(nn.Module):
         super().__init__()
         self.transform = Tag2TextPredictionHeadTransform(config)
         # Output weights are tied to the input word embeddings; the bias is a separate parameter.
-        self.decoder = Tag2TextLinear(config.hidden_size, config.vocab_size, bias=False)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden_states):
@@ -552,42 +404,13 @@ class Tag2TextOnlyMLMHead(nn.Module):
 class Tag2TextTextDecoder(nn.Module):
     """Causal text decoder that cross-attends to the interaction encoder (``text_decoder`` in the original)."""
 
-    _generation = None  # (weak reference to the cache, trust token) of the generation in progress
-
     def __init__(self, config):
         super().__init__()
         self.bert = Tag2TextTextModel(config, cross_attention_width=config.hidden_size)
         self.cls = Tag2TextOnlyMLMHead(config)
 
-    def __getstate__(self):
-        state = super().__getstate__()
-        state.pop("_generation", None)
-        return state
-
     def forward(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, position_ids=None, cache=None,
                 output_attentions=False, output_hidden_states=False):
-        trusting = trust_packed_weights(self, self._generation_token(cache))
-        try:
-            return self._decode(input_ids, attention_mask, encoder_hidden_states, position_ids, cache,
-                                output_attentions, output_hidden_states)
-        finally:
-            end_packed_weight_trust(trusting)
-
-    def _generation_token(self, cache):
-        """The packed-weight trust token of this call: a generation's later steps (same cache, already filled)
-        reuse its first step's, so packed copies are checked once per generation, not at every step. The cache
-        holds keys and values made from the weights of those steps; weights changed in the middle of a
-        generation would leave it stale just the same."""
-        if is_tracing() or cache is None:
-            return None  # a fresh token (or none under tracing)
-        if cache.get_seq_length() > 0 and self._generation is not None and self._generation[0]() is cache:
-            return self._generation[1]
-        token = object()
-        self._generation = (weakref.ref(cache), token)
-        return token
-
-    def _decode(self, input_ids, attention_mask, encoder_hidden_states, position_ids, cache, output_attentions,
-                output_hidden_states):
         hidden, all_hidden, self_attn, cross_attn = self.bert(
             input_ids,
             attention_mask,

@@ -1,4 +1,5 @@
-"""CPU inference shortcuts: packed linear weights owned by each module, micro-batches, feed-forward chunks.
+"""CPU inference shortcuts: opt-in packed linear weights owned by each module (tag2text.cpu_packing),
+micro-batches, feed-forward chunks.
 
 References are computed independently: float64 matrix products, transformers' own SwinModel, and the same
 modules with the packed path switched off (plain ``nn.functional.linear``).
@@ -15,8 +16,9 @@ import torch
 from torch import nn
 
 import tiny_factory
+from tag2text import cpu_packing
 from tag2text import modeling_tag2text_text as text_module
-from tag2text.modeling_tag2text_text import Tag2TextLinear
+from tag2text.cpu_packing import PackedLinear, pack_cpu_weights, unpack_cpu_weights
 
 
 def _exact(layer, x):  # float64, independent of every CPU fast path
@@ -25,7 +27,7 @@ def _exact(layer, x):  # float64, independent of every CPU fast path
 
 
 def _linears(module):
-    return [m for m in module.modules() if isinstance(m, Tag2TextLinear)]
+    return [m for m in module.modules() if isinstance(m, PackedLinear)]
 
 
 def _without_packing(module):
@@ -36,7 +38,7 @@ def _without_packing(module):
 
 def test_packed_copy_belongs_to_the_module_and_equals_a_plain_linear():
     torch.manual_seed(0)
-    layer = Tag2TextLinear(48, 80).eval()
+    layer = PackedLinear(48, 80).eval()
     few, many = torch.randn(3, 1, 48), torch.randn(2, 40, 48)
     with torch.no_grad():
         for x in (few, many):
@@ -68,7 +70,7 @@ def _change_weights(layer, how, few):
         with torch.no_grad():
             layer.weight.add_(1.0)
     elif how == "load_state_dict":
-        layer.load_state_dict(Tag2TextLinear(48, 80).state_dict())
+        layer.load_state_dict(PackedLinear(48, 80).state_dict())
     elif how == "to(bfloat16)":
         layer.to(torch.bfloat16)
     else:
@@ -82,7 +84,7 @@ def _change_weights(layer, how, few):
 )
 def test_outputs_follow_every_kind_of_weight_change(how):
     torch.manual_seed(0)
-    layer = Tag2TextLinear(48, 80).eval()  # stays in eval mode throughout: no train() to drop the copy
+    layer = PackedLinear(48, 80).eval()  # stays in eval mode throughout: no train() to drop the copy
     few = torch.randn(3, 1, 48)
     with torch.no_grad():
         before = layer(few)
@@ -98,7 +100,7 @@ def test_outputs_follow_every_kind_of_weight_change(how):
 
 def test_packed_path_only_in_eval_without_grad_on_plain_cpu_tensors():
     torch.manual_seed(0)
-    layer = Tag2TextLinear(48, 80)
+    layer = PackedLinear(48, 80)
     x = torch.randn(4, 48)
     with torch.no_grad():  # train mode (dropout etc. active): nn.Linear
         assert torch.equal(layer(x), nn.functional.linear(x, layer.weight, layer.bias))
@@ -127,16 +129,16 @@ def test_importing_the_package_registers_no_optimizer_hook():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "True"
-    assert not hasattr(text_module, "clear_packed_weights") and not hasattr(text_module, "_PACKED_WEIGHTS")
+    assert not hasattr(cpu_packing, "clear_packed_weights") and not hasattr(cpu_packing, "_PACKED_WEIGHTS")
 
 
 def test_decoder_checks_packed_weights_once_per_generation_and_follows_changes(model, pixel_values, monkeypatch):
     """Later steps of one generation (same cache) trust the first step's check; a new generation checks again,
     so weights changed between generations through .data are followed."""
     checks = []
-    fingerprint = text_module._weight_fingerprint
-    monkeypatch.setattr(text_module, "_weight_fingerprint", lambda weight: checks.append(1) or fingerprint(weight))
-    decoder = model.text_decoder
+    fingerprint = cpu_packing._weight_fingerprint
+    monkeypatch.setattr(cpu_packing, "_weight_fingerprint", lambda weight: checks.append(1) or fingerprint(weight))
+    decoder = pack_cpu_weights(model).text_decoder
     reference = _without_packing(copy.deepcopy(decoder))  # the same weights, nn.Linear's path
     with torch.no_grad():
         encoder_states = torch.randn(2, 5, model.config.text_config.hidden_size)
@@ -254,7 +256,6 @@ def test_micro_batches_only_in_cpu_inference(model, pixel_values, monkeypatch):
     with torch.no_grad():
         embeds = model.get_image_embeddings(pixel_values)
     assert batches == [1, 1, 1]
-    assert all(linear._trust_token is None for linear in _linears(model))  # trust ends with the call
     batches.clear()
     whole = model.get_image_embeddings(pixel_values)  # gradients on
     assert batches == [3]
@@ -270,37 +271,67 @@ def test_micro_batches_only_in_cpu_inference(model, pixel_values, monkeypatch):
     assert batches == [3, 3]
 
 
-def test_vision_tower_linears_are_ours_with_transformers_keys_parameters_and_numbers(model, pixel_values):
+def test_the_default_model_computes_with_nn_linear(model):
+    """Packing is opt-in: as built (and as loaded), every linear layer is transformers' or torch's own."""
+    assert not _linears(model)
+    assert all(type(m) is nn.Linear for m in model.modules() if isinstance(m, nn.Linear))
+    assert not any(model_hooks for m in model.modules() for model_hooks in (m._forward_pre_hooks, m._forward_hooks))
+
+
+def test_packed_vision_tower_keeps_transformers_keys_parameters_and_numbers(model, pixel_values):
     from transformers import SwinModel
 
     tower = model.vision_model
+    plain = SwinModel(model.config.vision_config, add_pooling_layer=True).eval()
+    plain.load_state_dict(tower.state_dict())
+    parameters = dict(model.named_parameters())
+    keys = list(model.state_dict())
+    assert pack_cpu_weights(pack_cpu_weights(model)) is model  # a second call changes nothing
     assert type(tower) is SwinModel
     assert not [m for m in tower.modules() if type(m) is nn.Linear]  # each one replaced, none class-swapped
     linears = _linears(tower)
-    assert linears and all(type(m) is Tag2TextLinear for m in linears)
-    plain = SwinModel(model.config.vision_config, add_pooling_layer=True).eval()
-    assert list(plain.state_dict()) == list(tower.state_dict())
-    plain.load_state_dict(tower.state_dict())
+    assert linears and all(type(m) is PackedLinear for m in linears)
+    assert list(model.state_dict()) == keys and list(plain.state_dict()) == list(tower.state_dict())
+    assert all(parameter is parameters[name] for name, parameter in model.named_parameters())
+    assert len(model.text_decoder._forward_pre_hooks) == 1  # one trust hook per packed tree, not two
     with torch.no_grad():
         fast = model.get_image_embeddings(pixel_values)
         out = plain(pixel_values=pixel_values)  # transformers' own tower with nn.Linear
     assert all(m._packed is not None for m in linears)
+    assert all(m._trust_token is None for m in _linears(model))  # trust ends with the call
     torch.testing.assert_close(fast, torch.cat([out.pooler_output.unsqueeze(1), out.last_hidden_state], 1),
                                atol=1e-5, rtol=1e-5)
 
     original = nn.Linear(6, 4)
-    shared = Tag2TextLinear.sharing(original)
+    shared = PackedLinear.sharing(original)
     assert shared.weight is original.weight and shared.bias is original.bias
+
+    unpack_cpu_weights(model)
+    assert not _linears(model) and list(model.state_dict()) == keys
+    assert all(parameter is parameters[name] for name, parameter in model.named_parameters())
+    assert not model.text_decoder._forward_pre_hooks and not model.text_decoder._forward_hooks
+
+
+def test_a_packed_model_pickles_and_copies(model, pixel_values):
+    pack_cpu_weights(model)
+    with torch.no_grad():
+        want = model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=5)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert len(_linears(clone)) == len(_linears(model))
+        with torch.no_grad():
+            assert torch.equal(clone.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=5), want)
 
 
 def test_captions_equal_with_and_without_packed_weights(model, pixel_values):
+    packed = pack_cpu_weights(copy.deepcopy(model))
     with torch.no_grad():
-        greedy = model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8)
-        beams = model.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8)
-        assert all(linear._packed is not None for linear in _linears(model.text_decoder))
-        _without_packing(model)
+        greedy = packed.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8)
+        beams = packed.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8)
+        assert all(linear._packed is not None for linear in _linears(packed.text_decoder))
         assert torch.equal(model.generate(pixel_values=pixel_values, num_beams=1, max_new_tokens=8), greedy)
         assert torch.equal(model.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8), beams)
+        _without_packing(packed)  # the flag on each layer: nn.Linear's path inside the packed modules
+        assert torch.equal(packed.generate(pixel_values=pixel_values, num_beams=3, max_new_tokens=8), beams)
 
 
 def test_automatic_micro_batch_is_one_released_image_and_a_whole_batch_of_small_ones(model, pixel_values):
