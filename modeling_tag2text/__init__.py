@@ -1,11 +1,11 @@
 """Tag2Text for Hugging Face transformers.
 
 ``import tag2text`` is cheap: it imports neither torch nor transformers (so that ``tag2text --help`` is fast).
-The public names load on first use. The first access to a config, model or processor class through this
-package (``from tag2text import Tag2TextForCaptioning``) also registers the classes with the Auto classes,
-so that ``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor`` and the image-to-text pipeline find
-them without ``trust_remote_code`` and ``save_pretrained`` writes the remote-code payload; call
-:func:`register_auto_classes` to do that explicitly.
+The public names load on first use. The classes are registered with transformers' Auto classes, so that
+``AutoModel``, ``AutoModelForImageTextToText``, ``AutoProcessor`` and the image-to-text pipeline find them
+without ``trust_remote_code`` and ``save_pretrained`` writes the remote-code payload: as soon as transformers'
+Auto modules are imported after ``import tag2text`` (see :mod:`.registration`), or at the first access to a
+config, model or processor class through this package; :func:`register_auto_classes` does it explicitly.
 """
 
 from __future__ import annotations
