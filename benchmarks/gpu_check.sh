@@ -36,7 +36,7 @@ say() { echo "gpu_check: $*" >&2; }
 # -- --prepare: wheels of everything the check imports besides the machine's own torch stack -----------------
 if [ "${1:-}" = "--prepare" ]; then
     PY=${PYTHON:-$REPO/.venv/bin/python}
-    [ -x "$PY" ] || { say "--prepare reads the versions to carry from $PY, which does not exist (make install)"; exit 2; }
+    [ -x "$PY" ] || { say "--prepare reads the versions to carry from $PY, which is missing (make install)"; exit 2; }
     # The dependency closure of what the check imports, at the versions installed here (the ones the suite
     # passes with), for CPython 3.12 on Linux x86-64 (the device machines' python3). Left out: torch and what
     # the GPU machine's image holds in builds tied to it or too large to carry (numpy, pillow, pyarrow, pandas).
@@ -75,7 +75,7 @@ PYTHON
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d "$WHEELS" $pins || exit 2
-    say "$(ls "$WHEELS" | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1) in .whl/; carry it: run(command=\"bash benchmarks/gpu_check.sh\", carry=[\".whl\"])"
+    say "$(ls "$WHEELS" | wc -l) wheels, $(du -sh "$WHEELS" | cut -f1) in .whl/ (ignored by git: carry it)"
     exit 0
 fi
 
@@ -85,13 +85,24 @@ started=$(date +%s)
 # -- a Python whose torch sees a GPU -------------------------------------------------------------------------
 sees_gpu() { "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; }
 PY=""
-for candidate in ${PYTHON:-} "$REPO/.venv/bin/python" python3; do
+candidates=(${PYTHON:+"$PYTHON"} "$REPO/.venv/bin/python" python3)
+for candidate in "${candidates[@]}"; do
     if command -v "$candidate" >/dev/null 2>&1 && sees_gpu "$candidate"; then PY=$candidate; break; fi
 done
 if [ -z "$PY" ]; then
-    say "no Python here has a torch that sees a CUDA GPU (tried ${PYTHON:-} .venv/bin/python python3); nothing run"
+    say "no Python here has a torch that sees a CUDA GPU (tried ${candidates[*]}); nothing run"
     exit 2
 fi
+
+"$PY" - <<'PYTHON' | tee "$RESULTS/environment.txt"
+import platform
+
+import torch
+
+properties = torch.cuda.get_device_properties(0)
+print(f"{properties.name} ({properties.total_memory / 2**30:.0f} GiB), torch {torch.__version__} "
+      f"(CUDA {torch.version.cuda}), Python {platform.python_version()}")
+PYTHON
 
 # -- tag2text and what the check imports -------------------------------------------------------------------
 check_imports='import tag2text.hub.cli, tag2text.hub.serving_api, transformers, datasets, accelerate, uvicorn, pytest
@@ -104,7 +115,7 @@ if ! "$PY" -c "$check_imports" >/dev/null 2>&1; then
             || { say "installing the wheels in .whl/ failed"; exit 2; }
         # The package itself, built from this tree without its requirements (they are in $SITE or the machine's).
         "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-            --target "$SITE" "$REPO" || { say "installing tag2text from $REPO failed"; exit 2; }
+            --upgrade --target "$SITE" "$REPO" || { say "installing tag2text from $REPO failed"; exit 2; }
         export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
     else
         # A package index instead: a virtual environment that sees this Python's packages (its CUDA torch
@@ -112,7 +123,8 @@ if ! "$PY" -c "$check_imports" >/dev/null 2>&1; then
         say "no .whl/: installing tag2text[annotate,serve] from the package index into $GPU_VENV"
         "$PY" -m venv --system-site-packages "$GPU_VENV" && "$GPU_VENV/bin/python" -m pip install -q \
             "$REPO[annotate,serve]" pytest \
-            || { say "no wheels in .whl/ and no package index: run 'bash benchmarks/gpu_check.sh --prepare' where pip works, and carry .whl"; exit 2; }
+            || { say "no wheels in .whl/ and no package index: run 'bash benchmarks/gpu_check.sh --prepare'" \
+                     "where pip works, and carry .whl"; exit 2; }
         PY="$GPU_VENV/bin/python"
         sees_gpu "$PY" || { say "the torch that $PY ended with does not see the GPU"; exit 2; }
     fi
@@ -121,16 +133,9 @@ if ! error=$("$PY" -c "$check_imports" 2>&1); then
     say "tag2text does not import with $PY: $(echo "$error" | tail -1)"
     exit 2
 fi
-"$PY" - <<'PYTHON' | tee "$RESULTS/environment.txt"
-import platform
-
-import torch
-import transformers
-
-properties = torch.cuda.get_device_properties(0)
-print(f"GPU: {properties.name}, {properties.total_memory / 2**30:.0f} GiB; torch {torch.__version__} "
-      f"(CUDA {torch.version.cuda}), transformers {transformers.__version__}, Python {platform.python_version()}")
-PYTHON
+"$PY" -c 'import tag2text, transformers
+print(f"tag2text {tag2text.__version__} ({tag2text.__file__}), transformers {transformers.__version__}")' \
+    | tee -a "$RESULTS/environment.txt"
 
 # -- 1. the GPU tests ---------------------------------------------------------------------------------------
 say "running the GPU tests (limit ${TESTS_LIMIT_S} s)"
