@@ -125,7 +125,6 @@ def _plain_loop(model, collator, records, batch_size, steps, warmup, device, che
                 torch.cuda.synchronize()
             start = time.perf_counter()
         batch = {k: v.to(device) for k, v in batch.items()}
-        batch.pop("image_load_failures")
         # The same forward as the Trainer's: the four losses and their weighted sum.
         loss = model(**batch, loss_weights=weights).loss
         loss.backward()

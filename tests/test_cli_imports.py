@@ -48,7 +48,7 @@ model_class = AutoModelForImageTextToText._model_mapping[type(config)]
 print(json.dumps([before, type(config).__name__, model_class is Tag2TextForCaptioning, sorted(tag2text.__all__) ==
                   tag2text.__all__, all(hasattr(tag2text, name) for name in tag2text.__all__)]))
 """
-    # A bare ``import tag2text`` registers as soon as transformers' Auto modules load (tests/test_auto_registration.py).
+    # A bare ``import tag2text`` registers once transformers' Auto modules load (tests/test_auto_registration.py).
     assert json.loads(python(code)) == [True, "Tag2TextConfig", True, True, True]
 
 
