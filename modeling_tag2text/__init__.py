@@ -35,6 +35,12 @@ _EXPORTS = {
     "Tag2TextForImageTextRetrieval": ".modeling_tag2text_retrieval",
     "Tag2TextImageTextRetrievalOutput": ".modeling_tag2text_retrieval",
     "Tag2TextZeroShotImageClassificationPipeline": ".pipeline_tag2text_zero_shot",
+    "RamConfig": ".configuration_ram",
+    "RamPlusConfig": ".configuration_ram",
+    "RamForImageTagging": ".modeling_ram",
+    "RamPlusForImageTagging": ".modeling_ram",
+    "RamImageTaggingOutput": ".modeling_ram",
+    "RamTagOutput": ".modeling_ram",
     "register_auto_classes": ".registration",
     "Tag2TextImageProcessor": ".image_processing_tag2text",
     "Tag2TextProcessor": ".processing_tag2text",
@@ -55,6 +61,10 @@ _REGISTERING = {
     "Tag2TextPreTrainedModel",
     "Tag2TextImageProcessor",
     "Tag2TextProcessor",
+    "RamConfig",
+    "RamPlusConfig",
+    "RamForImageTagging",
+    "RamPlusForImageTagging",
 }
 
 __all__ = sorted(_EXPORTS)

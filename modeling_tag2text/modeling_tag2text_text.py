@@ -219,10 +219,12 @@ class Tag2TextLayer(GradientCheckpointingLayer):
     number of heads on the same weights.
     """
 
-    def __init__(self, config, cross_attention_width: int, layer_idx: int):
+    def __init__(self, config, cross_attention_width: int, layer_idx: int, self_attention: bool = True):
         super().__init__()
         self.config = config
-        self.attention = Tag2TextAttention(config, config.hidden_size, False, layer_idx)
+        # Without self-attention (RAM++'s stand-alone tagging head, whose self-attention the original deletes)
+        # the layer runs only in "tagging" mode; the attribute stays so that checks read one name.
+        self.attention = Tag2TextAttention(config, config.hidden_size, False, layer_idx) if self_attention else None
         self.crossattention = Tag2TextAttention(config, cross_attention_width, True, layer_idx)
         self.intermediate = Tag2TextIntermediate(config)
         self.output = Tag2TextResidualOutput(config, config.intermediate_size)
@@ -239,6 +241,8 @@ class Tag2TextLayer(GradientCheckpointingLayer):
     ):
         self_weights = cross_weights = None
         if mode != "tagging":
+            if self.attention is None:
+                raise ValueError(f"this layer has no self-attention and runs only in mode 'tagging', not {mode!r}")
             hidden_states, self_weights = self.attention(
                 hidden_states, attention_mask, cache=cache, output_attentions=output_attentions
             )
@@ -280,10 +284,10 @@ class Tag2TextLayer(GradientCheckpointingLayer):
 
 
 class Tag2TextEncoder(nn.Module):
-    def __init__(self, config, cross_attention_width: int):
+    def __init__(self, config, cross_attention_width: int, self_attention: bool = True):
         super().__init__()
         self.layer = nn.ModuleList(
-            Tag2TextLayer(config, cross_attention_width, i) for i in range(config.num_hidden_layers)
+            Tag2TextLayer(config, cross_attention_width, i, self_attention) for i in range(config.num_hidden_layers)
         )
 
     def forward(

@@ -78,8 +78,26 @@ def register_auto_classes() -> None:
     Tag2TextImageProcessor.register_for_auto_class("AutoImageProcessor")
     Tag2TextProcessor.register_for_auto_class("AutoProcessor")
     _register_pipeline(AutoModelForImageTextToText)
+    _register_ram_classes()
     _registered = True
     _remove_finder()
+
+
+def _register_ram_classes() -> None:
+    """RAM and RAM++ tagging: AutoConfig, AutoModelForImageClassification (logits per tag; the image-classification
+    pipeline with ``function_to_apply="sigmoid"``) and the Tag2Text image processor (384 px, ImageNet mean/std)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+
+    from .configuration_ram import RamConfig, RamPlusConfig
+    from .image_processing_tag2text import Tag2TextImageProcessor
+    from .modeling_ram import RamForImageTagging, RamPlusForImageTagging
+
+    for config_class, model_class in ((RamConfig, RamForImageTagging), (RamPlusConfig, RamPlusForImageTagging)):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModelForImageClassification.register(config_class, model_class, exist_ok=True)
+        AutoImageProcessor.register(config_class, slow_image_processor_class=Tag2TextImageProcessor, exist_ok=True)
+        config_class.register_for_auto_class()
+        model_class.register_for_auto_class("AutoModelForImageClassification")
 
 
 def _register_pipeline(model_class) -> None:

@@ -1,0 +1,184 @@
+"""Which model an original checkpoint holds (Tag2Text, RAM or RAM++), and the key mapping of RAM / RAM++ state
+dicts to ours, with the same loud checks as Tag2Text's (:mod:`.checkpoint_mapping`, whose Swin and BERT rules
+it reuses).
+
+Layout differences (original -> ours), beyond Tag2Text's Swin and BERT renames:
+
+- ``label_embed`` (a bare Parameter), ``reweight_scale`` (RAM++), ``wordvec_proj.*``, ``fc.*`` and
+  ``image_proj.*`` keep their names.
+- ``tag_encoder.*`` -> ``text_encoder.*``; ``text_decoder.*`` keeps its names (RAM only).
+- ``tagging_head.*`` (``vision_multi.*`` in the released files): RAM -> ``text_encoder.encoder.layer.{0,1}.*``
+  (the original ties them to the tag encoder's first layers; the tagging-head copy wins, as when the original
+  loads a file); RAM++ -> ``tagging_head.encoder.layer.*`` (its own layers).
+
+Pure functions on dicts of tensors: no file access.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .checkpoint_mapping import (
+    COMPUTED_BUFFER_SUFFIXES,
+    CheckpointConversionError,
+    ConversionResult,
+    _list,
+    _tagging_copy,
+    _text_model_key,
+    map_swin_key,
+)
+
+logger = logging.getLogger(__name__)
+
+TAG2TEXT, RAM, RAM_PLUS = "tag2text", "ram", "ram_plus"
+FAMILY_NAMES = {TAG2TEXT: "Tag2Text", RAM: "RAM", RAM_PLUS: "RAM++"}
+_SAME_NAME_PREFIXES = ("wordvec_proj.", "fc.", "image_proj.")
+
+
+def detect_family(original: dict, source: str = "checkpoint") -> str:
+    """``"tag2text"``, ``"ram"`` or ``"ram_plus"`` from the keys of an original state dict.
+
+    Tag2Text has ``label_embed.weight`` (an Embedding) and a per-class ``fc.W``; RAM and RAM++ have a bare
+    ``label_embed`` Parameter and one shared ``fc``; RAM++ alone has ``reweight_scale``.
+
+    Raises:
+        CheckpointConversionError: a layout of none of them, naming the file and some of its keys.
+    """
+    keys = set(original)
+    vision = any(k.startswith("visual_encoder.") for k in keys)
+    if vision and ("label_embed.weight" in keys or "fc.W" in keys):
+        return TAG2TEXT
+    if vision and "label_embed" in keys and "fc.weight" in keys:
+        return RAM_PLUS if "reweight_scale" in keys else RAM
+    raise CheckpointConversionError(
+        f"{source} is not a Tag2Text, RAM or RAM++ checkpoint of a known layout (expected visual_encoder.* with "
+        f"label_embed.weight and fc.W (Tag2Text) or label_embed and fc.weight (RAM; RAM++ also reweight_scale)); "
+        f"its keys: {_list(keys, 12)}"
+    )
+
+
+def original_num_tags(original: dict, family: str, descriptions_per_tag: int | None = None) -> int | None:
+    """Classes of a RAM / RAM++ state dict: RAM's label_embed rows; RAM++'s rows over ``descriptions_per_tag``
+    (None when unknown)."""
+    rows = int(original["label_embed"].shape[0])
+    if family == RAM:
+        return rows
+    if descriptions_per_tag:
+        return rows // descriptions_per_tag if rows % descriptions_per_tag == 0 else None
+    return None
+
+
+def convert_ram_state_dict(original: dict, expected_shapes: dict, family: str) -> ConversionResult:
+    """Map an original RAM (``family="ram"``) or RAM++ (``"ram_plus"``) state dict to our key layout.
+
+    Raises:
+        CheckpointConversionError: listing every original key not used, every model key not filled and every
+            shape that differs (all at once); also when tensors the original ties hold different values.
+    """
+    if family not in (RAM, RAM_PLUS):
+        raise ValueError(f"family must be {RAM!r} or {RAM_PLUS!r}, got {family!r}")
+    result = ConversionResult(state_dict={})
+    mapped: dict[str, tuple[torch.Tensor, str]] = {}
+    unused = []
+
+    prefix, tagging = _tagging_copy(original)
+    result.tagging_prefix = prefix
+    for key, tensor in original.items():
+        if key.startswith(("tagging_head.", "vision_multi.")):
+            continue  # after the tag encoder, so that the tagging-head copy wins
+        target = None
+        if key in ("label_embed", "reweight_scale") or key.startswith(_SAME_NAME_PREFIXES):
+            target = key
+        elif key.startswith("visual_encoder."):
+            targets = map_swin_key(key[len("visual_encoder."):], tensor)
+            if targets is None:
+                unused.append(key)
+            elif not targets:
+                result.dropped_keys.append(key)
+            for sub, value in targets or []:
+                mapped["vision_model." + sub] = (value, key)
+            continue
+        elif key.startswith("tag_encoder.") and family == RAM:
+            sub = _text_model_key(key[len("tag_encoder."):])
+            if sub == []:
+                result.dropped_keys.append(key)
+                continue
+            target = None if sub is None else "text_encoder." + sub
+        elif key.startswith("text_decoder.bert.") and family == RAM:
+            sub = _text_model_key(key[len("text_decoder.bert."):])
+            if sub == []:
+                result.dropped_keys.append(key)
+                continue
+            target = None if sub is None else "text_decoder.bert." + sub
+        elif key == "text_decoder.cls.predictions.decoder.bias" and family == RAM:
+            bias = original.get("text_decoder.cls.predictions.bias")
+            if bias is None or (bias is not tensor and (bias.shape != tensor.shape or not torch.equal(bias, tensor))):
+                raise CheckpointConversionError(
+                    "text_decoder.cls.predictions.decoder.bias differs from text_decoder.cls.predictions.bias; "
+                    "the original ties them and this model keeps one bias")
+            result.dropped_keys.append(key)
+            continue
+        elif key.startswith("text_decoder.cls.predictions.") and family == RAM:
+            sub = key[len("text_decoder.cls.predictions."):]
+            target = key if sub in ("bias", "decoder.weight") or sub.startswith("transform.") else None
+        if target is None:
+            unused.append(key)
+        else:
+            mapped[target] = (tensor, key)
+
+    head_prefix = "text_encoder." if family == RAM else "tagging_head."
+    differing = []
+    for sub, tensor in tagging.items():
+        source = prefix + sub
+        if not sub.startswith("encoder.layer.") or ".attention." in sub:
+            unused.append(source)  # the original deletes the head's embeddings and self-attention
+            continue
+        our_key = head_prefix + sub
+        if our_key in mapped:
+            previous = mapped[our_key][0]
+            if previous.shape != tensor.shape or not torch.equal(previous, tensor):
+                differing.append(f"tag_encoder.{sub}")
+        mapped[our_key] = (tensor, source)
+    if differing:
+        message = (f"{len(differing)} tag_encoder tensors differ from the tied {prefix}* copy, which is used (as the "
+                   f"original loader did): {_list(differing)}")
+        logger.warning(message)
+        result.warnings.append(message)
+
+    decoder_weight = mapped.get("text_decoder.cls.predictions.decoder.weight")
+    embeddings = mapped.get("text_decoder.bert.embeddings.word_embeddings.weight")
+    if decoder_weight is not None and embeddings is not None and (
+            decoder_weight[0].shape != embeddings[0].shape or not torch.equal(decoder_weight[0], embeddings[0])):
+        raise CheckpointConversionError(
+            "text_decoder.cls.predictions.decoder.weight differs from text_decoder.bert.embeddings.word_embeddings."
+            "weight; the original ties them and so does this model")
+
+    missing, mismatched = [], []
+    for key, shape in expected_shapes.items():
+        if key in mapped:
+            tensor = mapped[key][0]
+            if tuple(tensor.shape) != tuple(shape):
+                mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} (from {mapped[key][1]}) vs model "
+                                  f"{tuple(shape)}")
+            result.state_dict[key] = tensor
+        elif key.endswith(COMPUTED_BUFFER_SUFFIXES):
+            result.computed_keys.append(key)
+        elif key == "text_decoder.cls.predictions.decoder.weight" and embeddings is not None:
+            result.state_dict[key] = embeddings[0]  # tied to the word embeddings
+        else:
+            missing.append(key)
+    unexpected = sorted(set(unused) | {f"{k} (from {mapped[k][1]})" for k in mapped if k not in expected_shapes})
+    problems = []
+    if unexpected:
+        problems.append(f"original tensors not used ({len(unexpected)}): {_list(unexpected)}")
+    if missing:
+        problems.append(f"model tensors not filled ({len(missing)}): {_list(missing)}")
+    if mismatched:
+        problems.append(f"shapes that differ ({len(mismatched)}): {_list(mismatched, 20)}")
+    if problems:
+        raise CheckpointConversionError(
+            "the checkpoint does not match the configuration:\n- " + "\n- ".join(problems)
+            + "\n(check the tag list length and the --vision-config/--med-config/--q2l-config files)")
+    return result
