@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..training.numbers import parse_number
+from ..training.option_values import parse_number
 
 
 class UsageError(Exception):
@@ -23,7 +23,7 @@ class UsageError(Exception):
 
 
 def number_type(kind=float, name: str | None = None, **bounds):
-    """An argparse ``type=`` of :func:`~tag2text.training.numbers.parse_number` (argparse then names the option in its one-line error)."""
+    """An argparse ``type=`` of :func:`~tag2text.training.option_values.parse_number` (argparse then names the option in its one-line error)."""
 
     def parse(text: str):
         try:

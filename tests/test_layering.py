@@ -149,6 +149,37 @@ def test_imports_point_up_the_table(module):
     assert not wrong, f"{path.relative_to(REPO)}: " + "; ".join(wrong)
 
 
+def test_no_two_modules_import_each_other():
+    """The modules form no import cycle, counting imports inside functions too (caption_command, annotation_run
+    and onnx_caption once imported each other): each can be read after the modules it builds on."""
+    edges = {module: {target for target, _, how in imports_of(module, path)
+                      if target in MODULES and target != module and how in ("import", "from-import")}
+             for module, path in MODULES.items()}
+    cycles, order, low, stack, counter = [], {}, {}, [], [0]
+
+    def visit(module):  # Tarjan's strongly connected components
+        order[module] = low[module] = counter[0]
+        counter[0] += 1
+        stack.append(module)
+        for target in sorted(edges[module]):
+            if target not in order:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], order[target])
+        if low[module] == order[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(edges):
+        if module not in order:
+            visit(module)
+    assert not cycles, f"modules that import each other (directly or round a loop): {cycles}"
+
+
 def _payload_roots() -> list[str]:
     paragraph = ARCHITECTURE.split("**The payload**", 1)[1].split("\n- ", 1)[0]
     return re.findall(r"`modeling_tag2text/(\w+)\.py`", paragraph)

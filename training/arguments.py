@@ -18,29 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..lazy_exports import lazy_exports
-from .numbers import parse_number
-
-
-class TrainingArgumentError(ValueError):
-    """A training option value, or a combination of them, that cannot be used; the message names the option."""
-
-
-def option_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def check_bounds(arguments, bounds: dict) -> None:
-    """Raise :class:`TrainingArgumentError` for a field of ``arguments`` (set, not None) outside its bounds
-    (``{"kind": int, "at_least": 1, ...}``, see :func:`~.numbers.parse_number`)."""
-    for name, rule in bounds.items():
-        value = getattr(arguments, name)
-        if value is None:
-            continue
-        rule = dict(rule)
-        try:
-            parse_number(value, rule.pop("kind", float), **rule)
-        except ValueError as error:
-            raise TrainingArgumentError(f"{option_name(name)} {value}: {error}") from None
+from .option_values import TrainingArgumentError, check_bounds, option_name
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Literal
 
 from transformers import TrainingArguments
 
-from .arguments import TrainingArgumentError, check_bounds
+from .option_values import TrainingArgumentError, check_bounds
 
 # Values TrainingArguments accepts without complaint but that cannot train (checked before its own checks).
 BOUNDS = {

@@ -1,7 +1,8 @@
-"""The one parser of numbers that users give: options (command line, training arguments) and form fields.
+"""Values users give: the one parser of numbers (command-line options, training arguments, form fields) and
+the range checks of the training argument dataclasses.
 
-Below the command line (``tag2text.hub.cli_args`` builds its argparse types on it) because the training
-arguments check their values with it too; standard library only.
+Below the command line (``tag2text.hub.cli_args`` builds its argparse types on :func:`parse_number`) because the
+training arguments check their values with it too; standard library only.
 """
 
 from __future__ import annotations
@@ -35,3 +36,25 @@ def parse_number(text, kind=float, *, at_least=None, above=None, at_most=None, b
     if below is not None and value >= below:
         raise ValueError(f"must be below {below}, got {text}")
     return value
+
+
+class TrainingArgumentError(ValueError):
+    """A training option value, or a combination of them, that cannot be used; the message names the option."""
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_bounds(arguments, bounds: dict) -> None:
+    """Raise :class:`TrainingArgumentError` for a field of ``arguments`` (set, not None) outside its bounds
+    (``{"kind": int, "at_least": 1, ...}``, see :func:`parse_number`)."""
+    for name, rule in bounds.items():
+        value = getattr(arguments, name)
+        if value is None:
+            continue
+        rule = dict(rule)
+        try:
+            parse_number(value, rule.pop("kind", float), **rule)
+        except ValueError as error:
+            raise TrainingArgumentError(f"{option_name(name)} {value}: {error}") from None
