@@ -3,7 +3,9 @@
 The toolkit (pycocoevalcap) runs Stanford's Java ``PTBTokenizer`` over all captions, one per
 line, lower-cases them and drops punctuation tokens. Scores move noticeably with the tokeniser
 (a naive one shifts per-image CIDEr by up to 0.4), so this module runs the very same jar where
-Java exists and falls back to :mod:`.ptb_lexer`, a Python reimplementation, where it does not.
+Java exists and otherwise uses :mod:`.caption_tokenizer`, this project's own Python tokenizer,
+written from the observed output of the jar (identical to it on the COCO val2017 and MAGIC
+captions; see ``benchmarks/metrics.py``).
 
 The jar is called directly rather than through ``pycocoevalcap.tokenizer.PTBTokenizer`` because
 that wrapper writes its temporary file into the installed package directory (which fails on a
@@ -24,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-from .ptb_lexer import ptb_tokenize_lines
+from .caption_tokenizer import tokenize_lines
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ def tokenize_caption_batches(batches: Sequence[Sequence[str]], backend: str = "a
         with ThreadPoolExecutor(max_workers=max(1, len(cleaned))) as pool:
             raw = list(pool.map(lambda lines: _run_java(lines) if lines else [], cleaned))
     else:
-        raw = [ptb_tokenize_lines(lines) if lines else [] for lines in cleaned]
+        raw = [tokenize_lines(lines) if lines else [] for lines in cleaned]
     return [[_strip_punctuation(line) for line in lines] for lines in raw]
 
 
