@@ -41,6 +41,7 @@ _EXPORTS = {
     "RamPlusForImageTagging": ".modeling_ram",
     "RamImageTaggingOutput": ".modeling_ram",
     "RamTagOutput": ".modeling_ram",
+    "build_ram_open_set": ".ram_open_set",
     "register_auto_classes": ".registration",
     "Tag2TextImageProcessor": ".image_processing_tag2text",
     "Tag2TextProcessor": ".processing_tag2text",

@@ -21,6 +21,7 @@ dynamic-module loaders of transformers copy only direct imports).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 
@@ -260,10 +261,12 @@ class RamForImageTagging(RamPreTrainedModel):
         if label_embed.dim() != 2 or label_embed.shape[1] != self.config.label_embed_size:
             raise ValueError(f"label embeddings must be (rows, {self.config.label_embed_size}), got "
                              f"{tuple(label_embed.shape)}")
-        self.config.set_tags(tag_names, tag_names_chinese, class_thresholds, **config_fields)
-        expected = self._num_label_embeddings(self.config)
+        checked = copy.deepcopy(self.config)  # the model's config changes only once everything fits
+        checked.set_tags(tag_names, tag_names_chinese, class_thresholds, **config_fields)
+        expected = self._num_label_embeddings(checked)
         if label_embed.shape[0] != expected:
             raise ValueError(f"{label_embed.shape[0]} label-embedding rows for {expected} expected")
+        self.config.set_tags(tag_names, tag_names_chinese, class_thresholds, **config_fields)
         self.label_embed = nn.Parameter(label_embed.to(self.label_embed.device, self.label_embed.dtype),
                                         requires_grad=self.label_embed.requires_grad)
         return self
