@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer",
         choices=["auto", "java", "python"],
         default="auto",
-        help="PTB tokenizer: the toolkit's Java one, the Python reimplementation, or auto (Java if present)",
+        help="PTB tokenizer: the toolkit's Java one, ours (same output, written from the Java one's observed behaviour), or auto (Java if present)",
     )
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (a Java program, ~15 s)")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ...lazy_exports import lazy_exports
 
-# Imported on first use: the PTB tokenizer's lexer alone takes about a second to build, which
-# ``tag2text score-captions --help`` (a module of this package) should not pay.
+# Imported on first use: the metrics pull in numpy, pycocoevalcap and the tokenizer, which
+# ``tag2text score-captions --help`` should not pay for.
 _EXPORTS = {
     "METRIC_NAMES": ".caption_metrics",
     "CaptionInputError": ".caption_metrics",

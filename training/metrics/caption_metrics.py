@@ -91,8 +91,8 @@ def compute_caption_metrics(
         references: one or more reference captions per image. Images without a prediction are
             not scored (counted in ``info["images_without_prediction"]``).
         predictions: one caption per image; every key must be in ``references``.
-        tokenizer: ``"auto"`` (the toolkit's Java PTB tokenizer when Java is present, else the
-            Python reimplementation), ``"java"``, ``"python"``, or ``"none"`` for captions that
+        tokenizer: ``"auto"`` (the toolkit's Java PTB tokenizer when Java is present, else our own
+            tokenizer written from the Java one's observed output), ``"java"``, ``"python"``, or ``"none"`` for captions that
             are already tokenised (lower-case, space-separated, punctuation removed).
         meteor: ``None`` computes METEOR when Java is present and reports ``None`` otherwise;
             ``True`` requires it (``RuntimeError`` without Java); ``False`` skips it (saves ~15 s).

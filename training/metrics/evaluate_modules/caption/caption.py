@@ -12,7 +12,7 @@ from tag2text.training.metrics.caption_metrics import compute_caption_metrics
 
 _DESCRIPTION = """\
 Caption metrics of the COCO caption evaluation toolkit (pycocoevalcap): PTB tokenisation (the
-toolkit's Java tokenizer, or a Python reimplementation without Java), BLEU-1..4, METEOR (Java;
+toolkit's Java tokenizer, or without Java our own tokenizer written from its observed output), BLEU-1..4, METEOR (Java;
 None without Java), ROUGE-L and CIDEr-D, with several references per image. On a 4,982-image COCO
 set its corpus and per-image scores equal pycocoevalcap's up to floating-point rounding.
 """
