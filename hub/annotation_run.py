@@ -92,10 +92,9 @@ def _reason(error: BaseException) -> str:
 
 
 def decode_image(path: str | None, data: bytes | None, max_pixels: int):
-    """The RGB PIL image of a file or of bytes; raises :class:`ImageFailure`."""
-    from PIL import Image
-
-    from ..processing import ImageInputError, to_rgb_image
+    """The RGB PIL image of a file or of bytes, refused before decoding when its header is over ``max_pixels``
+    (:func:`tag2text.image_loading.open_within_pixels`); raises :class:`ImageFailure`."""
+    from ..image_loading import ImageInputError, ImageTooLargeError, open_within_pixels, to_rgb_image
 
     if path is None and data is None:
         raise ImageFailure("unreadable", "no image data (empty cell)")
@@ -103,20 +102,19 @@ def decode_image(path: str | None, data: bytes | None, max_pixels: int):
         raise ImageFailure("missing", f"{path}: no such file")
     label = path if path is not None else f"{len(data)} bytes"
     try:
-        with Image.open(path if path is not None else io.BytesIO(data)) as opened:
-            width, height = opened.size  # the header only: a huge image is refused before it is decoded
-            if width * height > max_pixels:
-                raise ImageFailure("too large", f"{label}: {width}x{height} pixels is above --max-image-pixels "
-                                                f"{max_pixels}")
+        with open_within_pixels(path if path is not None else io.BytesIO(data), max_pixels, label) as opened:
             if path is None:
                 opened.load()
                 return to_rgb_image(opened.copy())
         return to_rgb_image(path)
-    except ImageFailure:
-        raise
+    except ImageTooLargeError as error:
+        if error.width is None:  # above PIL's own limit
+            raise ImageFailure("too large", f"{label}: not a readable image ({error.__cause__})") from error
+        raise ImageFailure("too large", f"{label}: {error.width}x{error.height} pixels is above --max-image-pixels "
+                                        f"{max_pixels}") from error
     except ImageInputError as error:
         raise ImageFailure(_reason(error), str(error)) from error
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except (OSError, ValueError, SyntaxError) as error:
         raise ImageFailure(_reason(error), f"{label}: not a readable image ({error})") from error
 
 

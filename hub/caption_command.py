@@ -68,8 +68,6 @@ def run(args) -> int:
 
     import torch
 
-    from tag2text.processing import ImageInputError, to_rgb_image
-
     from .inference import TorchBackend
     from .model_source import load_model
 
@@ -78,5 +76,4 @@ def run(args) -> int:
         print(f"tag2text caption: warning: {warning}", file=sys.stderr)
 
     model = load_model(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
-    return write_captions(args, paths, TorchBackend(model, processor), lambda path: to_rgb_image(str(path)),
-                          ImageInputError)
+    return write_captions(args, paths, TorchBackend(model, processor))

@@ -85,10 +85,13 @@ def caption_rows(backend, pixel_values, args) -> list[dict]:
                                    **generation_options(backend, args.num_beams, args.max_length))
 
 
-def write_captions(args, paths, backend, read_image, image_error, desc="captioning", label="") -> int:
+def write_captions(args, paths, backend, desc="captioning", label="") -> int:
     """The caption loop shared by the backends: one JSON line per image (an "error" line for an image that
-    ``read_image`` rejects with ``image_error``), a progress bar, and the closing summary line on stderr."""
+    cannot be read), a progress bar, and the closing summary line on stderr."""
     from tqdm.auto import tqdm
+
+    # numpy and PIL only: the onnx backend runs without torch.
+    from ..image_loading import ImageInputError, to_rgb_image
 
     if args.output:
         make_parent_folders(args.output)
@@ -102,9 +105,9 @@ def write_captions(args, paths, backend, read_image, image_error, desc="captioni
             images, good = [], []
             for path in batch_paths:
                 try:
-                    images.append(read_image(path))
+                    images.append(to_rgb_image(str(path)))
                     good.append(path)
-                except image_error as error:
+                except ImageInputError as error:
                     failures += 1
                     progress.write(f"tag2text caption: skipping {path}: {error}", file=sys.stderr)
                     stream.write(json.dumps({"image": str(path), "error": str(error)}) + "\n")

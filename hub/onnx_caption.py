@@ -12,7 +12,7 @@ from .cli_args import UsageError, output_file
 
 
 def run(args) -> int:
-    from tag2text.onnx import ImageInputError, OnnxModelError, OnnxTag2Text, to_rgb_image
+    from tag2text.onnx import OnnxModelError, OnnxTag2Text
 
     from .inference import OnnxBackend
 
@@ -43,5 +43,4 @@ def run(args) -> int:
         raise UsageError(f"--model {args.model}: {error}") from error
     if args.max_length is not None:
         check_max_length(args.max_length, len(model.manifest["prompt_token_ids"]))
-    return write_captions(args, paths, OnnxBackend(model), lambda path: to_rgb_image(str(path)), ImageInputError,
-                          desc="captioning (onnx)", label=", onnxruntime")
+    return write_captions(args, paths, OnnxBackend(model), desc="captioning (onnx)", label=", onnxruntime")

@@ -13,7 +13,7 @@ import io
 import math
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 # Fields each endpoint accepts; anything else is an error rather than silently ignored.
 CAPTION_FIELDS = ("image", "tags", "threshold", "num_beams", "max_new_tokens")
@@ -49,25 +49,26 @@ class RequestOptions:
 
 
 def decode_image(data: bytes, max_pixels: int, field: str = "image") -> Image.Image:
-    """An RGB PIL image from uploaded bytes, refused before decoding when its header is over ``max_pixels``.
-
-    The size check reads the header only, so a decompression bomb costs nothing; it is this request's limit,
-    not PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` (which still refuses anything above twice its value).
-    The result goes through :func:`tag2text.processing.to_rgb_image`, the CLI's conversion.
+    """An RGB PIL image from uploaded bytes, refused before decoding when its header is over ``max_pixels``
+    (:func:`tag2text.image_loading.open_within_pixels`, this request's limit) and converted by
+    :func:`tag2text.image_loading.to_rgb_image`, the CLI's conversion.
     """
+    from tag2text.image_loading import ImageInputError, ImageTooLargeError, open_within_pixels, to_rgb_image
+
     if not data:
         raise RequestError(400, f"field {field!r} is empty (0 bytes)")
     try:
-        opened = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise RequestError(413, f"field {field!r}: image refused as a decompression bomb ({error})") from error
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
-        raise RequestError(400, f"field {field!r} is not a readable image ({error})") from error
-    width, height = opened.size
-    if width * height > max_pixels:
+        opened = open_within_pixels(io.BytesIO(data), max_pixels)
+    except ImageTooLargeError as error:
+        if error.width is None:
+            raise RequestError(413, f"field {field!r}: image refused as a decompression bomb "
+                                    f"({error.__cause__})") from error
         raise RequestError(
-            413, f"field {field!r}: image is {width}x{height} = {width * height} pixels, over the server's limit "
-                 f"of {max_pixels} (--max-image-pixels)")
+            413, f"field {field!r}: image is {error.width}x{error.height} = {error.width * error.height} pixels, "
+                 f"over the server's limit of {max_pixels} (--max-image-pixels)") from error
+    except ImageInputError as error:
+        raise RequestError(400, f"field {field!r} is not a readable image ({error.__cause__})") from error
+    width, height = opened.size
     if width < 1 or height < 1:
         raise RequestError(400, f"field {field!r}: image has no pixels ({width}x{height})")
     try:
@@ -75,8 +76,6 @@ def decode_image(data: bytes, max_pixels: int, field: str = "image") -> Image.Im
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # e.g. "image file is truncated": PIL's LOAD_TRUNCATED_IMAGES stays off, a cut-off file is an error.
         raise RequestError(400, f"field {field!r}: image data is truncated or corrupt ({error})") from error
-    from tag2text.processing import ImageInputError, to_rgb_image
-
     try:
         return to_rgb_image(opened)
     except ImageInputError as error:

@@ -104,6 +104,40 @@ def _decode(source, label: str) -> Image.Image:
         raise ImageInputError(f"{label}: not a readable image ({error})") from error
 
 
+class ImageTooLargeError(ImageInputError):
+    """An image refused by its header, before decoding: ``width`` x ``height`` is above the caller's pixel limit,
+    or (``width`` and ``height`` None) above PIL's decompression-bomb limit, with PIL's error as the cause."""
+
+    def __init__(self, message: str, width: int | None = None, height: int | None = None):
+        super().__init__(message)
+        self.width, self.height = width, height
+
+
+def open_within_pixels(source, max_pixels: int, label: str = "image") -> Image.Image:
+    """An image file or byte stream opened, its header read and its pixels not yet decoded, when its width x
+    height is at most ``max_pixels``: the one header check of every entry point that takes images from outside
+    (dataset annotation, the server's uploads), so a decompression bomb costs nothing. The limit is the
+    caller's, not PIL's process-wide ``Image.MAX_IMAGE_PIXELS`` (which still refuses anything above twice its
+    value). Close the result (a ``with`` block).
+
+    Raises:
+        ImageTooLargeError: over ``max_pixels``, or over PIL's own limit.
+        ImageInputError: not an image PIL can open; the cause is PIL's error.
+    """
+    try:
+        opened = Image.open(source)
+    except Image.DecompressionBombError as error:
+        raise ImageTooLargeError(f"{label}: refused as a decompression bomb ({error})") from error
+    except _DECODE_ERRORS as error:
+        raise ImageInputError(f"{label}: not a readable image ({error})") from error
+    width, height = opened.size
+    if width * height > max_pixels:
+        opened.close()
+        raise ImageTooLargeError(f"{label}: {width}x{height} = {width * height} pixels, over the limit of "
+                                 f"{max_pixels}", width, height)
+    return opened
+
+
 def _apply_exif(image: Image.Image, exif) -> Image.Image:
     if exif and exif.get(0x0112, 1) != 1:
         return ImageOps.exif_transpose(image)
