@@ -93,7 +93,7 @@ class ServingModel:
         """The names of user tags (``"a | b"`` or a list of names), checked: every name spelled by the tokenizer,
         and the tag text within the model's ``max_tag_length``. Raises ValueError naming the problem."""
         model = self.model
-        names = model.parse_tags(tags if isinstance(tags, str) else [list(tags)], 1)[0]
+        names = self.processor.parse_tags(tags if isinstance(tags, str) else [list(tags)], 1)[0]
         if not names:
             raise ValueError("tags holds no tag names")
         text = model.config.tag_separator.join(names)

@@ -28,7 +28,13 @@ from .generation_lengths import LENGTH_ARGUMENTS, generation_lengths
 from .generation_original import original_beam_search
 from .presets import PRESETS  # noqa: F401  (configuration_tag2text imports it lazily; named so loaders copy it)
 from .tag_output import Tag2TextTagOutput
-from .text_conventions import decoder_prompt_ids, piece_ids, tag_token_sequences, trim_prompt_row
+from .text_conventions import (
+    decoder_prompt_ids,
+    piece_ids,
+    tag_names_per_image,
+    tag_token_sequences,
+    trim_prompt_row,
+)
 from .version_compat import generation_cache_argument, model_inputs_for_forward
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
@@ -465,34 +471,11 @@ class Tag2TextModel(Tag2TextPreTrainedModel):
         device = device if device is not None else self.device
         return torch.tensor(rows, dtype=torch.long, device=device), torch.tensor(masks, dtype=torch.long, device=device)
 
-    def parse_tags(self, tags, batch_size: int) -> list[list[str]]:
-        """Normalise user tags to a list of names per image.
-
-        Accepts one ``" | "``-joined string (one image), a list with one entry per image (each a string or a
-        list of names), or, for a single image, a flat list of names.
-        """
-        if isinstance(tags, str):
-            tags = [tags]
-        tags = list(tags)
-        if batch_size == 1 and len(tags) > 1 and all(isinstance(t, str) for t in tags):
-            tags = [tags]
-        if len(tags) != batch_size:
-            raise ValueError(f"tags has {len(tags)} entries but there are {batch_size} images")
-        separator = self.config.tag_separator.strip()
-        names_per_image = []
-        for item in tags:
-            if isinstance(item, str):
-                names = [n.strip() for n in item.split(separator)] if separator else item.split()
-            elif isinstance(item, (list, tuple)):
-                names = [str(n).strip() for n in item]
-            else:
-                raise TypeError(f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
-            names_per_image.append([n for n in names if n])
-        return names_per_image
-
     def resolve_tags(self, tags, batch_size: int, tokenizer=None, device=None):
-        """Tag input ids for user-given tags (see :meth:`parse_tags`). Returns (ids, mask, names, tag_ids)."""
-        names_per_image = self.parse_tags(tags, batch_size)
+        """Tag input ids for user-given tags, in any form :func:`~.text_conventions.tag_names_per_image` reads (a
+        joined string, a list per image). Names from the model's tag list need no tokenizer. Returns (ids, mask,
+        names per image, class indices per image or None when a name is not in the tag list)."""
+        names_per_image = tag_names_per_image(tags, batch_size, self.config.tag_separator)
         index_of = {}
         for index, name in enumerate(self.config.tag_names):
             index_of.setdefault(name, index)

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 # The image conversion of the PyTorch processor (numpy and PIL only); its ImageInputError is this runtime's too.
+from .generation_lengths import generation_lengths
 from .image_loading import ImageInputError, pixel_arrays, to_rgb_image
 from .tag_output import Tag2TextTagOutput
+from .text_conventions import tag_names_per_image
 
 logger = logging.getLogger(__name__)
 
@@ -248,26 +250,12 @@ class OnnxTag2Text:
         return np.asarray(rows, dtype=np.int64), np.asarray(masks, dtype=np.int64)
 
     def parse_tags(self, tags, batch_size: int):
-        """User tags as a list of names per image (same forms as Tag2TextModel.parse_tags)."""
-        if isinstance(tags, str):
-            tags = [tags]
-        tags = list(tags)
-        if batch_size == 1 and len(tags) > 1 and all(isinstance(t, str) for t in tags):
-            tags = [tags]
-        if len(tags) != batch_size:
-            raise OnnxModelError(f"tags has {len(tags)} entries but there are {batch_size} images")
-        separator = self.manifest["tag_separator"].strip()
-        names_per_image = []
-        for item in tags:
-            if isinstance(item, str):
-                names = [n.strip() for n in item.split(separator)] if separator else item.split()
-            elif isinstance(item, (list, tuple)):
-                names = [str(n).strip() for n in item]
-            else:
-                raise OnnxModelError(
-                    f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
-            names_per_image.append([n for n in names if n])
-        return names_per_image
+        """User tags as a list of names per image, read as the processor and the PyTorch model read them
+        (:func:`~.text_conventions.tag_names_per_image`)."""
+        try:
+            return tag_names_per_image(tags, batch_size, self.manifest["tag_separator"])
+        except (TypeError, ValueError) as error:
+            raise OnnxModelError(str(error)) from error
 
     def resolve_tags(self, tags, batch_size: int):
         """Tag input ids, mask, names and class ids (None when a name is not in the tag list) of user tags."""
@@ -303,30 +291,9 @@ class OnnxTag2Text:
     # -- generation --------------------------------------------------------------------------------------------
 
     def _lengths(self, prompt_length, max_new_tokens, min_new_tokens, max_length, min_length):
-        """(max total length, min total length) by the rules of Tag2TextForCaptioning.generate + transformers."""
-        generation = self.generation_config
-        if max_length is not None and max_new_tokens is None:
-            max_new = None
-        else:
-            max_new = max_new_tokens if max_new_tokens is not None else generation.get("max_new_tokens")
-        if min_length is not None and min_new_tokens is None:
-            min_new = None
-        elif min_new_tokens is not None:
-            min_new = min_new_tokens
-        else:
-            min_new = generation.get("min_new_tokens")
-            if min_new and max_new_tokens is not None and max_new_tokens < min_new:
-                min_new = max_new_tokens  # a short max_new_tokens lowers the default minimum, as in PyTorch
-        if max_new is not None:
-            total_max = prompt_length + int(max_new)
-        elif max_length is not None:
-            total_max = int(max_length)
-        else:
-            total_max = prompt_length + int(generation.get("max_length") or 20)
-        if min_new is not None:
-            total_min = prompt_length + int(min_new)
-        else:
-            total_min = int(min_length if min_length is not None else generation.get("min_length") or 0)
+        """(max total length, min total length) by the rule Tag2TextForCaptioning.generate uses."""
+        total_max, total_min = generation_lengths(prompt_length, self.generation_config, max_new_tokens,
+                                                  min_new_tokens, max_length, min_length)
         if total_max <= prompt_length:
             raise OnnxModelError(
                 f"the maximum length {total_max} leaves no room after the {prompt_length}-token prompt")

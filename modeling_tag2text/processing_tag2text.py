@@ -32,6 +32,7 @@ from .text_conventions import (
     caption_text,
     piece_ids,
     strip_prompt,
+    tag_names_per_image,
     tag_text,
     tag_token_sequences,
     with_first_token,
@@ -126,6 +127,13 @@ class Tag2TextProcessor(ProcessorMixin):
         return len(piece_ids(self.tokenizer, [self.prompt])[0]) + 1
 
     # -- encoding ------------------------------------------------------------------------------------------
+
+    def parse_tags(self, tags, batch_size: int = 1) -> list:
+        """User tags as a list of names per image: one ``tag_separator``-joined string (one image), a list with
+        one entry per image (a joined string or a list of names), or a flat list of names for one image. The
+        model's ``generate(tags=...)`` and the ONNX runtime read tags by the same rule
+        (:func:`~.text_conventions.tag_names_per_image`)."""
+        return tag_names_per_image(tags, batch_size, self.tag_separator)
 
     def encode_tags(self, tags, return_tensors="pt") -> BatchFeature:
         """``tag_input_ids``/``tag_attention_mask``: per image ``[ENC] t1 | t2 ... [SEP]``, padded to

@@ -89,6 +89,31 @@ def split_tag_text(text: str, separator: str = TAG_SEPARATOR) -> list:
     return [name.strip() for name in names if name.strip()]
 
 
+def tag_names_per_image(tags, batch_size: int, separator: str = TAG_SEPARATOR) -> list:
+    """User tags as a list of names per image: the one reading of every form a caller may give.
+
+    Accepts one separator-joined string (one image), a list with one entry per image (each a joined string or a
+    list of names), or, for a single image, a flat list of names. Blank names are dropped. Raises ValueError when
+    the entries do not match ``batch_size`` and TypeError for an entry that is neither a string nor a list.
+    """
+    if isinstance(tags, str):
+        tags = [tags]
+    tags = list(tags)
+    if batch_size == 1 and len(tags) > 1 and all(isinstance(t, str) for t in tags):
+        tags = [tags]
+    if len(tags) != batch_size:
+        raise ValueError(f"tags has {len(tags)} entries but there are {batch_size} images")
+    names_per_image = []
+    for item in tags:
+        if isinstance(item, str):
+            names_per_image.append(split_tag_text(item, separator))
+        elif isinstance(item, (list, tuple)):
+            names_per_image.append([str(n).strip() for n in item if str(n).strip()])
+        else:
+            raise TypeError(f"each image's tags must be a string or a list of strings, got {type(item).__name__}")
+    return names_per_image
+
+
 def caption_text(text, prompt: str = PROMPT, add_prompt: bool = True) -> str:
     """The caption the decoder reads: the prompt, then the caption (unless it already starts with the prompt)."""
     text = "" if text is None else str(text)

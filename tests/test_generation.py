@@ -89,6 +89,26 @@ def test_user_tags_steer_the_caption(model, pixel_values, tokenizer):
         model.generate(pixel_values, tags=["dog", "sky"], **GREEDY)
 
 
+@pytest.mark.parametrize("tags, batch_size, expected", [
+    ("dog | sky", 1, [["dog", "sky"]]),  # one joined string: one image
+    (["dog", " sky "], 1, [["dog", "sky"]]),  # a flat list of names: one image
+    ([["dog", " "], "sky |  | grass"], 2, [["dog"], ["sky", "grass"]]),  # one entry per image, blanks dropped
+    (("fire hydrant | cat", ["red"]), 2, [["fire hydrant", "cat"], ["red"]]),
+])
+def test_user_tags_are_read_one_way(processor, model, pixel_values, tags, batch_size, expected):
+    """The processor owns the reading of user tags; generate(tags=...) reads them by the same function."""
+    assert processor.parse_tags(tags, batch_size) == expected
+    out = model.generate(pixel_values[:batch_size], tags=tags, return_dict_in_generate=True, **GREEDY)
+    assert out.tags == expected
+
+
+def test_user_tags_in_a_wrong_form_are_refused(processor):
+    with pytest.raises(ValueError, match="tags has 2 entries but there are 3 images"):
+        processor.parse_tags([["dog"], "sky"], 3)
+    with pytest.raises(TypeError, match="each image's tags must be a string or a list of strings, got int"):
+        processor.parse_tags([["dog"], 7], 2)
+
+
 def test_tag_method_thresholds_and_exclusions(model, pixel_values):
     results = model.tag(pixel_values)
     assert [r.tags for r in results] == [["cat", "grass", "red"]] * 3

@@ -273,7 +273,7 @@ def test_user_tags_steer_like_pytorch(setup, tags):
         expected = model.generate(pixels, tags=tags, num_beams=beams, tokenizer=processor.tokenizer).numpy()
         ours = runtime.generate(pixel_values=pixels.numpy(), tags=tags, num_beams=beams, return_dict=True)
         assert np.array_equal(ours["sequences"], expected)
-        assert ours["tags"] == model.parse_tags(tags, 3)
+        assert ours["tags"] == processor.parse_tags(tags, 3)
     single = model.generate(pixels[:1], tags="dog | sky", num_beams=3).numpy()
     assert np.array_equal(runtime.generate(pixel_values=pixels[:1].numpy(), tags="dog | sky"), single)
     with pytest.raises(OnnxModelError, match="tags has 2 entries but there are 3 images"):
