@@ -9,6 +9,8 @@ Start with ``tag2text quickstart`` (a tiny model on built-in synthetic data, CPU
   :func:`load_webdataset` (streamed ``.tar`` shards), :class:`TagResolver`, :class:`Tag2TextCollator`,
   :class:`TrainAugmentation`;
 * evaluation: :class:`Tag2TextEvaluator`;
+* a whole run: :func:`argument_parser` (transformers' HfArgumentParser of ``tag2text train``'s options),
+  :func:`prepare_training` and :func:`run_training`;
 * the synthetic dataset: :mod:`tag2text.training.synthetic`.
 
 Heavy modules (the Trainer, datasets) are imported on first use, so that ``import tag2text.training`` is cheap.
@@ -44,6 +46,11 @@ _EXPORTS = {
     "Tag2TextTrainingArguments": ".arguments",
     "DataArguments": ".arguments",
     "ModelArguments": ".arguments",
+    "TrainingArgumentError": ".option_values",
+    "argument_parser": ".arguments",
+    "TrainingSetup": ".training_run",
+    "prepare_training": ".training_run",
+    "run_training": ".training_run",
     "load_webdataset": ".webdataset",
     "WebDatasetSource": ".webdataset",
 }
