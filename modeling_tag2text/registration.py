@@ -164,18 +164,21 @@ def _remove_finder() -> None:
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _PostImportFinder)]
 
 
-_depth = threading.local()  # transformers modules being executed in this thread
+_depth = threading.local()  # watched modules being executed in this thread
+# transformers' modules, and this package's (``from tag2text.modeling_tag2text import ...`` imports transformers
+# from inside a module that registration needs: it is tried once that module is complete).
+_WATCHED_PREFIXES = ("transformers.", __name__.rpartition(".")[0] + ".")
 
 
 class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: for a transformers module it takes the spec the other finders give and wraps its
-    loader, so that registration is tried when the outermost transformers module being imported has run: then
-    no transformers module is half-initialised (registering right after an Auto module can fail, e.g. when
+    """Finds nothing itself: for a transformers (or tag2text) module it takes the spec the other finders give and
+    wraps its loader, so that registration is tried when the outermost such module being imported has run: then
+    none of them is half-initialised (registering right after an Auto module can fail, e.g. when
     ``modeling_swin`` imports ``modeling_layers``, which imports the Auto models, while ``modeling_swin`` itself
     is not yet complete)."""
 
     def find_spec(self, fullname, path, target=None):
-        if _registered or not (fullname == "transformers" or fullname.startswith("transformers.")):
+        if _registered or not (fullname == "transformers" or fullname.startswith(_WATCHED_PREFIXES)):
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -191,8 +194,8 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
 
 class _PostImportLoader(importlib.abc.Loader):
-    """Delegates to the module's own loader; after the outermost transformers module has run, registers if an
-    Auto module is loaded by then."""
+    """Delegates to the module's own loader; after the outermost watched module has run, registers if an Auto
+    module is loaded by then."""
 
     def __init__(self, loader):
         self._loader = loader

@@ -31,6 +31,7 @@ def run(code: str) -> str:
     result = subprocess.run([sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                             env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "registering the Auto classes" not in result.stderr, result.stderr[-3000:]
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -86,3 +87,21 @@ import transformers
 print(json.dumps(["torch" in sys.modules, "tag2text.modeling_tag2text" in sys.modules]))
 """)
     assert json.loads(out) == [False, False]
+
+
+def test_a_submodule_or_a_class_imported_first_registers_without_a_warning():
+    """Our modules import transformers from inside themselves: registration waits until they are complete."""
+    out = run("""
+import json
+import tag2text.modeling_tag2text_pretraining
+from transformers import CONFIG_MAPPING, AutoModelForPreTraining
+registered = ["tag2text" in CONFIG_MAPPING, AutoModelForPreTraining._model_mapping[CONFIG_MAPPING["tag2text"]].__name__]
+print(json.dumps(registered))
+""")
+    assert json.loads(out) == [True, "Tag2TextForPreTraining"]
+    out = run("""
+from tag2text import Tag2TextProcessor
+from transformers import CONFIG_MAPPING
+print("tag2text" in CONFIG_MAPPING)
+""")
+    assert out == "True"
