@@ -35,7 +35,13 @@ from .text_conventions import (
     tag_token_sequences,
     trim_prompt_row,
 )
-from .version_compat import generation_cache_argument, model_inputs_for_forward
+from .version_compat import (
+    INSTALLED_TRANSFORMERS,
+    assisted_generation_supported,
+    generation_cache_argument,
+    model_inputs_for_forward,
+    tower_attention_implementation,
+)
 from .modeling_tag2text_text import (
     Tag2TextLMPredictionHead,
     Tag2TextTextDecoder,
@@ -280,9 +286,12 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
 
 
 def _vision_tower(config: Tag2TextConfig) -> nn.Module:
-    if config.vision_config.model_type == "swin":
-        return SwinModel(config.vision_config, add_pooling_layer=True)
-    return ViTModel(config.vision_config, add_pooling_layer=False)
+    tower_class = SwinModel if config.vision_config.model_type == "swin" else ViTModel
+    requested = config.vision_config._attn_implementation
+    implementation = tower_attention_implementation(tower_class, requested)
+    if implementation != requested:  # SDPA asked for the whole model; this release's tower has only eager
+        config.vision_config._attn_implementation = implementation
+    return tower_class(config.vision_config, add_pooling_layer=tower_class is SwinModel)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1104,6 +1113,10 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         generate_kwargs["max_length"], generate_kwargs["min_length"] = generation_lengths(
             prompt_ids.shape[1], config, **requested)
         generate_kwargs["max_new_tokens"] = generate_kwargs["min_new_tokens"] = None
+        if generate_kwargs.get("assistant_model") is not None and not assisted_generation_supported():
+            raise ValueError(f"assisted generation (assistant_model) does not run on transformers "
+                             f"{INSTALLED_TRANSFORMERS} (its assisted decoding refuses a minimum length and a given "
+                             "cache); use a newer transformers 5 release")
         if "eos_token_id" not in generate_kwargs and config.eos_token_id is None:
             # Directories saved before the generation config carried it: a caption ends at [SEP].
             generate_kwargs["eos_token_id"] = self.config.text_config.sep_token_id

@@ -43,6 +43,7 @@ def release(version: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(1).split("."))
 
 
+INSTALLED_TRANSFORMERS = transformers.__version__
 TRANSFORMERS_VERSION = release(transformers.__version__)
 TORCH_VERSION = release(torch.__version__)
 
@@ -106,7 +107,45 @@ def model_inputs_for_forward(model_inputs: dict) -> dict:
     return inputs
 
 
+@functools.lru_cache(maxsize=None)
+def assisted_generation_supported() -> bool:
+    """Whether Tag2Text's captions can use assisted generation (``assistant_model``) on the installed release.
+    transformers 5.0's ``AssistedCandidateGenerator`` refuses any minimum length (a ``MinLengthLogitsProcessor``,
+    which the released defaults create) and, without one, a given cache together with the assistant's cache
+    implementation (measured); later releases run it. Read from the generator's code, where the refusal shows."""
+    from transformers.generation.candidate_generator import AssistedCandidateGenerator
+
+    return "Passing `MinLengthLogitsProcessor`" not in inspect.getsource(AssistedCandidateGenerator.__init__)
+
+
+def enable_activation_checkpointing(model, **checkpoint_kwargs) -> None:
+    """transformers' activation (gradient) checkpointing on ``model``, ``checkpoint_kwargs`` going to
+    ``torch.utils.checkpoint`` (``use_reentrant``). Newer releases call it ``activation_checkpointing_enable`` and
+    keep ``gradient_checkpointing_enable`` as a deprecated alias; transformers 5.0 has only the latter."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs or None)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs or None)
+
+
+def disable_activation_checkpointing(model) -> None:
+    """The reverse of :func:`enable_activation_checkpointing` under the installed release's name."""
+    if hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 # -- attention ------------------------------------------------------------------------------------------------
+
+
+def tower_attention_implementation(tower_class, requested: str | None) -> str | None:
+    """The attention implementation to build a transformers vision tower with: the requested one, or ``"eager"``
+    where SDPA was asked for and the installed release's ``tower_class`` has no SDPA path (``SwinModel`` in
+    transformers 5.0, which raises then instead of falling back as it does for the default)."""
+    if requested is not None and "sdpa" in requested and not getattr(tower_class, "_supports_sdpa", False):
+        return "eager"
+    return requested
 
 
 def registered_attention_function(implementation: str, default):

@@ -2,16 +2,23 @@
 flags, feature methods returning ModelOutputs, generation from any stage of the image side, resizing, saved
 sub-configs and accelerate's offload."""
 
+import inspect
 import os
 
 import pytest
 import torch
-from transformers import SwinConfig
+from transformers import GenerationMixin, SwinConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 import tiny_factory
 from tag2text import Tag2TextConfig, Tag2TextForCaptioning, Tag2TextModel, Tag2TextTextConfig, Tag2TextTaggingConfig
+from tag2text.version_compat import (
+    TRANSFORMERS_VERSION,
+    assisted_generation_supported,
+    enable_activation_checkpointing,
+    swin_block_parameter_names,
+)
 
 GREEDY = {"num_beams": 1, "max_new_tokens": 4, "min_new_tokens": 4}
 
@@ -99,7 +106,10 @@ def test_prepare_inputs_for_generation_passes_every_model_kwarg(model):
     assert inputs["encoder_hidden_states"] is states and inputs["output_attentions"] is True
     assert inputs["tag_labels"] == "kept" and inputs["use_cache"] is False
     cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-    under_old_name = model.prepare_inputs_for_generation(ids, past_key_values=cache, next_sequence_length=1)
+    # How generate tells the step's new tokens: next_sequence_length (newer releases) or cache_position (5.0).
+    taken = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    step = {"next_sequence_length": 1} if "next_sequence_length" in taken else {"cache_position": torch.tensor([2])}
+    under_old_name = model.prepare_inputs_for_generation(ids, past_key_values=cache, **step)
     assert under_old_name["cache"] is cache and under_old_name["input_ids"].tolist() == [[7]]
 
 
@@ -113,6 +123,10 @@ def test_generation_from_image_embeds_or_encoder_states(model, pixel_values):
 
 
 def test_assisted_generation_matches_greedy(model, pixel_values):
+    if not assisted_generation_supported():  # transformers 5.0: one line naming the release
+        with pytest.raises(ValueError, match=r"assisted generation \(assistant_model\) does not run on transformers"):
+            model.generate(pixel_values[:1], num_beams=1, max_new_tokens=6, assistant_model=model)
+        return
     greedy = model.generate(pixel_values[:1], num_beams=1, max_new_tokens=6)
     assisted = model.generate(pixel_values[:1], num_beams=1, max_new_tokens=6, assistant_model=model)
     assert torch.equal(assisted, greedy)
@@ -175,6 +189,9 @@ def test_sub_configs_load_from_a_saved_directory(tmp_path, config):
     assert tagging.num_attention_heads == config.tagging_config.num_attention_heads
 
 
+@pytest.mark.xfail(TRANSFORMERS_VERSION[:2] == (5, 0), strict=True,
+                   reason="transformers 5.0's disk offload misses the tied decoder weight in its index (KeyError "
+                          "'text_decoder.cls.predictions.decoder.weight'); releases between 5.0 and 5.24 not tried")
 def test_disk_offload_through_device_map(tmp_path, model, pixel_values):
     """The tagging head and the decoder live on disk (accelerate's hooks load them per forward); tags and
     captions are those of the model in memory."""
@@ -299,7 +316,7 @@ def test_input_require_grads_carry_gradients_through_frozen_embeddings(model, pr
     hooks no checkpointed block gets an input that needs gradients and the loss has none; with them every
     trainable weight gets the gradient it gets without checkpointing."""
     batch = processor(images=[tiny_factory.draw_image(s) for s in range(2)], text=["a red cat", "a dog"])
-    trainable = ["vision_model.encoder.layers.0.blocks.0.attention.q_proj.weight",
+    trainable = [f"vision_model.encoder.layers.0.blocks.0.{swin_block_parameter_names()['query']}.weight",
                  "text_encoder.encoder.layer.0.attention.self.query.weight",
                  "text_decoder.bert.encoder.layer.0.attention.self.query.weight"]
     for name, param in model.named_parameters():
@@ -314,7 +331,7 @@ def test_input_require_grads_carry_gradients_through_frozen_embeddings(model, pr
     loss().backward()
     reference = [parameters[name].grad.clone() for name in trainable]
     model.zero_grad(set_to_none=True)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    enable_activation_checkpointing(model, use_reentrant=True)
     assert not loss().requires_grad
     model.enable_input_require_grads()
     loss().backward()

@@ -6,6 +6,7 @@ from torch import nn
 
 import tiny_factory
 from tag2text import Tag2TextForCaptioning, Tag2TextModel, asymmetric_loss
+from tag2text.version_compat import disable_activation_checkpointing, enable_activation_checkpointing
 
 
 def _inputs(processor, model, images=3):
@@ -276,7 +277,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, pro
     model = tiny_factory.make_model(config).train()
     batch = _inputs(processor, model)
     loss_a, grads_a = _train_step(model, batch)
-    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    enable_activation_checkpointing(model, use_reentrant=use_reentrant)
     layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
     assert layers and all(m.gradient_checkpointing for m in layers)
     loss_b, grads_b = _train_step(model, batch)
@@ -284,7 +285,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, pro
     assert grads_a.keys() == grads_b.keys()
     for name in grads_a:
         torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-4, msg=name)
-    model.activation_checkpointing_disable()
+    disable_activation_checkpointing(model)
     assert not any(m.gradient_checkpointing for m in layers)
 
 

@@ -24,6 +24,7 @@ from tag2text import Tag2TextForCaptioning
 from tag2text.modeling_tag2text_pretraining import Tag2TextForPreTraining
 from tag2text.training import Tag2TextCollator
 from tag2text.training.model_setup import make_processor
+from tag2text.version_compat import enable_activation_checkpointing
 
 SEED = 7
 
@@ -298,7 +299,7 @@ def test_generates_as_the_captioning_model(setup):
 def test_gradients_reach_every_parameter_with_gradient_checkpointing(setup):
     captioning, model = _models(setup)
     model.train()
-    model.activation_checkpointing_enable()  # transformers' default: non-reentrant
+    enable_activation_checkpointing(model)  # transformers' default: non-reentrant
     batch = _batch(setup, model.config, count=4)
     torch.manual_seed(SEED)
     out = model(**_inputs(batch), loss_weights={"tag_scale": "batch"})
