@@ -10,12 +10,9 @@ keeps its own tags and threshold inside a shared batch, so a batched row is the 
 
 from __future__ import annotations
 
-import logging
 from typing import Protocol, Sequence
 
 from ..tag_output import result_rows, tag_scores
-
-logger = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
