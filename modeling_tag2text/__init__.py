@@ -21,7 +21,7 @@ _EXPORTS = {
     "Tag2TextConfig": ".configuration_tag2text",
     "Tag2TextTaggingConfig": ".configuration_tag2text",
     "Tag2TextTextConfig": ".configuration_tag2text",
-    "preset_config": ".presets",
+    "preset_config": ".configuration_tag2text",
     "Tag2TextForCaptioning": ".modeling_tag2text",
     "Tag2TextForCaptioningOutput": ".modeling_tag2text",
     "Tag2TextModel": ".modeling_tag2text",

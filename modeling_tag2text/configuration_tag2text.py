@@ -9,9 +9,12 @@ the standard library and transformers.
 
 from __future__ import annotations
 
+import copy
+
 from transformers import AutoConfig, PretrainedConfig, SwinConfig, ViTConfig
 
 from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
+from .presets import PRESETS
 from .text_conventions import PROMPT, TAG_SEPARATOR, vocabulary_token_ids
 
 # Facts about the released model (the constructor defaults of the original Tag2Text class), defined here only:
@@ -373,8 +376,6 @@ class Tag2TextConfig(PretrainedConfig):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Also accepts a preset name: ``"tag2text-swin-b-384"``, ``"small"`` or ``"tiny"`` (see
         :func:`~.presets.preset_config`)."""
-        from .presets import PRESETS, preset_config  # the presets module builds on this one
-
         if isinstance(pretrained_model_name_or_path, str) and pretrained_model_name_or_path in PRESETS:
             return preset_config(pretrained_model_name_or_path, **kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -395,3 +396,20 @@ def generation_defaults(config: Tag2TextConfig) -> dict:
         "pad_token_id": text.pad_token_id,
         "bos_token_id": text.bos_token_id,
     }
+
+
+def preset_config(name: str, **overrides) -> Tag2TextConfig:
+    """A named configuration (see :mod:`.presets`): ``"tag2text-swin-b-384"`` (the released model's sizes),
+    ``"small"`` (trainable from scratch on a CPU, the quickstart's architecture) or ``"tiny"`` (tests).
+
+    Keyword overrides go to :class:`Tag2TextConfig`. ``tokenizer=`` sizes the vocabulary to it and records
+    the token ids of the tags, the separator and the prompt (``small`` and ``tiny`` also take ``vocab_size``).
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown Tag2Text preset {name!r}; choose one of {sorted(PRESETS)}")
+    tokenizer = overrides.pop("tokenizer", None)
+    config = Tag2TextConfig(**PRESETS[name](tokenizer=tokenizer, **copy.deepcopy(overrides)))
+    if tokenizer is not None:
+        config.text_config.vocab_size = len(tokenizer)
+        config.set_tag_vocabulary(tokenizer=tokenizer)
+    return config

@@ -1,27 +1,21 @@
 """Named Tag2Text configurations: ``"tag2text-swin-b-384"`` (the released model's sizes), ``"small"`` (trainable
 from scratch on a CPU, the quickstart's architecture) and ``"tiny"`` (tests).
 
+Each preset gives the keyword arguments of ``Tag2TextConfig``; ``configuration_tag2text.preset_config`` builds
+the config from them (this module does not import the config class, so that the two import in one direction).
 Part of the Hub payload (``Tag2TextConfig.from_pretrained`` accepts a preset name): imports only transformers and
 its own folder.
 """
 
 from __future__ import annotations
 
-import copy
-
 from transformers import SwinConfig
 
-from .configuration_tag2text import Tag2TextConfig, Tag2TextTaggingConfig, Tag2TextTextConfig
 from .text_conventions import special_token_ids
 
 
-def _released_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
-    config = Tag2TextConfig(**overrides)
-    if tokenizer is not None:
-        if len(tokenizer) != config.text_config.vocab_size:
-            config.text_config.vocab_size = len(tokenizer)
-        config.set_tag_vocabulary(tokenizer=tokenizer)
-    return config
+def _released_preset(tokenizer=None, **overrides) -> dict:
+    return overrides  # Tag2TextConfig's defaults are the released sizes
 
 
 def _text_token_ids(tokenizer, vocab_size: int) -> dict:
@@ -32,7 +26,7 @@ def _text_token_ids(tokenizer, vocab_size: int) -> dict:
     return special_token_ids(tokenizer)
 
 
-def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
+def _tiny_preset(tokenizer=None, **overrides) -> dict:
     vision = SwinConfig(
         image_size=32,
         patch_size=4,
@@ -44,7 +38,7 @@ def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         drop_path_rate=0.0,
     )
     vocab_size = len(tokenizer) if tokenizer is not None else overrides.pop("vocab_size", 1024)
-    text = Tag2TextTextConfig(
+    text = dict(
         vocab_size=vocab_size,
         **_text_token_ids(tokenizer, vocab_size),
         hidden_size=32,
@@ -53,7 +47,7 @@ def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         intermediate_size=64,
         max_position_embeddings=64,
     )
-    tagging = Tag2TextTaggingConfig(num_hidden_layers=2, num_attention_heads=2)
+    tagging = dict(num_hidden_layers=2, num_attention_heads=2)
     kwargs = dict(
         vision_config=vision,
         text_config=text,
@@ -61,22 +55,18 @@ def _tiny_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         num_tags=16,
         image_text_hidden_size=16,
     )
-    return _preset_from(kwargs, overrides, tokenizer)
+    return _with_overrides(kwargs, overrides)
 
 
-def _preset_from(kwargs: dict, overrides: dict, tokenizer) -> Tag2TextConfig:
-    """A preset's config: its defaults with the caller's overrides (tag names replace the default tag count),
-    sized to the tokenizer's tag vocabulary when one is given."""
+def _with_overrides(kwargs: dict, overrides: dict) -> dict:
+    """A preset's arguments with the caller's overrides (tag names replace the default tag count)."""
     if "tag_names" in overrides:
         kwargs.pop("num_tags")
     kwargs.update(overrides)
-    config = Tag2TextConfig(**kwargs)
-    if tokenizer is not None:
-        config.set_tag_vocabulary(tokenizer=tokenizer)
-    return config
+    return kwargs
 
 
-def _small_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
+def _small_preset(tokenizer=None, **overrides) -> dict:
     """A model to train from scratch on the CPU on thousands of images (the quickstart's architecture).
 
     64 px input and a 3-stage Swin on 4 px patches (2 stages or 8 px patches learned colours, sizes and
@@ -96,7 +86,7 @@ def _small_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
         use_absolute_embeddings=True,
     )
     vocab_size = len(tokenizer) if tokenizer is not None else overrides.pop("vocab_size", 1024)
-    text = Tag2TextTextConfig(
+    text = dict(
         vocab_size=vocab_size,
         **_text_token_ids(tokenizer, vocab_size),
         hidden_size=64,
@@ -110,26 +100,13 @@ def _small_preset(tokenizer=None, **overrides) -> Tag2TextConfig:
     kwargs = dict(
         vision_config=vision,
         text_config=text,
-        tagging_config=Tag2TextTaggingConfig(num_hidden_layers=2, num_attention_heads=2),
+        tagging_config=dict(num_hidden_layers=2, num_attention_heads=2),
         num_tags=16,
         image_text_hidden_size=64,
         max_tag_length=24,
         tag_threshold=0.5,
     )
-    return _preset_from(kwargs, overrides, tokenizer)
+    return _with_overrides(kwargs, overrides)
 
 
 PRESETS = {"tag2text-swin-b-384": _released_preset, "small": _small_preset, "tiny": _tiny_preset}
-
-
-def preset_config(name: str, **overrides) -> Tag2TextConfig:
-    """A named configuration: ``"tag2text-swin-b-384"`` (the released model's sizes), ``"small"`` (trainable
-    from scratch on a CPU, the quickstart's architecture) or ``"tiny"`` (tests).
-
-    Keyword overrides go to :class:`Tag2TextConfig`. ``tokenizer=`` sizes the vocabulary to it and records
-    the token ids of the tags, the separator and the prompt (``small`` and ``tiny`` also take ``vocab_size``).
-    """
-    if name not in PRESETS:
-        raise ValueError(f"unknown Tag2Text preset {name!r}; choose one of {sorted(PRESETS)}")
-    tokenizer = overrides.pop("tokenizer", None)
-    return PRESETS[name](tokenizer=tokenizer, **copy.deepcopy(overrides))
