@@ -21,6 +21,7 @@ from transformers import AutoConfig, PretrainedConfig, SwinConfig
 
 from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
 from .configuration_tag2text import Tag2TextTextConfig, _build_sub_config, vision_hidden_size
+from .presets import PRESETS  # noqa: F401  (configuration_tag2text's lazily imported sibling, named so loaders copy it)
 from .text_conventions import TAG_SEPARATOR  # noqa: F401  (configuration_tag2text's sibling, imported directly)
 
 RAM_RELEASED_NUM_TAGS = 4585

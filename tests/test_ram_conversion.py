@@ -155,6 +155,23 @@ def test_remote_code_in_a_clean_interpreter(converted, family, tmp_path):
     assert (torch.tensor(report["logits"]) - reference).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("family", ["ram", "ram_plus"])
+def test_each_entry_module_of_the_payload_imports_its_closure_directly(converted, family):
+    """transformers 5.0 copies only an entry module's direct relative imports into the remote-code cache."""
+    from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
+
+    out = converted[family]
+    config = json.loads((out / "config.json").read_text())
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    entries = {ref.split(".")[0] + ".py" for ref in [*config["auto_map"].values(), *processor["auto_map"].values()]}
+    assert entries == {"configuration_ram.py", "modeling_ram.py", "image_processing_tag2text.py"}
+    for entry in entries:
+        direct = {name + ".py" for name in get_relative_imports(str(out / entry))}
+        closure = {os.path.basename(name) for name in get_relative_import_files(str(out / entry))} - {entry}
+        assert closure <= direct, f"{entry} needs {sorted(closure - direct)} only through other siblings"
+        assert closure <= set(os.listdir(out)) and "version_compat.py" in direct
+
+
 # -- bad input ---------------------------------------------------------------------------------------------------
 
 
