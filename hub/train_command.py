@@ -107,7 +107,8 @@ def run(args) -> int:
         logger.error("%s", error)
         return EXIT_BAD_INPUT
     if summary["stopped_early"]:
-        logger.warning("training stopped early: %d of %d planned steps", summary["global_step"], summary["planned_steps"])
+        logger.warning("training stopped early: %d of %d planned steps", summary["global_step"],
+                       summary["planned_steps"])
     logger.info("trained %d of %d planned steps; model saved in %s", summary["global_step"], summary["planned_steps"],
                 training_args.output_dir)
     return 0

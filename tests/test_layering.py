@@ -209,7 +209,8 @@ def test_the_payload_imports_only_what_a_remote_code_user_has():
     for name, path in sorted(payload.items()):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level > 1:
-                wrong.append(f"{name}:{node.lineno} imports {'.' * node.level}{node.module or ''} (outside the folder)")
+                target = "." * node.level + (node.module or "")
+                wrong.append(f"{name}:{node.lineno} imports {target} (outside the folder)")
             elif isinstance(node, ast.ImportFrom) and node.level == 1 and not node.module:
                 wrong.append(f"{name}:{node.lineno}: 'from . import' (transformers copies only 'from .x import')")
             elif isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):

@@ -185,9 +185,10 @@ def argument_parser(**kwargs) -> argparse.ArgumentParser:
     for dtype in (ModelArguments, DataArguments):
         for dc_field in dataclasses.fields(dtype):
             if dc_field.default is None and dc_field.type in ("bool | None", bool | None):
-                groups.get(dtype._argument_group_name, parser).add_argument(f"--no_{dc_field.name}", option_name(f"no_{dc_field.name}"), action="store_false",
-                                    dest=dc_field.name, default=argparse.SUPPRESS,
-                                    help=f"Turn {option_name(dc_field.name)} off.")
+                group = groups.get(dtype._argument_group_name, parser)
+                group.add_argument(f"--no_{dc_field.name}", option_name(f"no_{dc_field.name}"), action="store_false",
+                                   dest=dc_field.name, default=argparse.SUPPRESS,
+                                   help=f"Turn {option_name(dc_field.name)} off.")
     return parser
 
 
