@@ -1,4 +1,4 @@
-"""One image conversion for every entry point (tag2text.processing.image_loading).
+"""One image conversion for every entry point (tag2text.image_loading).
 
 Awkward files (16-bit PNG, CMYK JPEG, palette PNG with per-entry transparency, EXIF-rotated JPEG and TIFF) go
 through the processor, the ONNX runtime's loader, the server's upload decoding, the training loader and the
