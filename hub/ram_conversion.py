@@ -138,6 +138,7 @@ def convert_ram_checkpoint(output_dir, original: dict, checkpoint, family: str, 
         nothing is written then.
     """
     from tag2text import RamForImageTagging, RamPlusForImageTagging, Tag2TextImageProcessor
+    from tag2text.modeling_ram import image_processor_config_without_auto_map
 
     output_dir = Path(os.fspath(output_dir))
     if output_dir.exists() and not output_dir.is_dir():
@@ -193,6 +194,7 @@ def convert_ram_checkpoint(output_dir, original: dict, checkpoint, family: str, 
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     Tag2TextImageProcessor(size=config.vision_config.image_size).save_pretrained(output_dir)
+    image_processor_config_without_auto_map(output_dir)  # config.json names it (see there why)
     card = render_ram_model_card(config, family, _source_section(checkpoint, family, sources, descriptions))
     (output_dir / "README.md").write_text(card, encoding="utf-8")
     return RamConversionReport(output_dir=output_dir, checkpoint=checkpoint, family=family, num_tags=config.num_tags,

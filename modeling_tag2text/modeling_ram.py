@@ -22,7 +22,10 @@ dynamic-module loaders of transformers copy only direct imports).
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +80,27 @@ class RamTagOutput(Tag2TextTagOutput):
         return dict(super().as_dict(), tags_zh=None if self.tags_zh is None else list(self.tags_zh))
 
 
+IMAGE_PROCESSOR_REFERENCE = "image_processing_tag2text.Tag2TextImageProcessor"
+
+
+def image_processor_config_without_auto_map(directory) -> None:
+    """Drop ``auto_map`` and ``image_processor_type`` from a RAM directory's ``preprocessor_config.json``, so that
+    ``AutoImageProcessor`` finds the processor through ``config.json`` (the registered class with the package,
+    ``auto_map`` with remote code).
+
+    Why: transformers' ``AutoVideoProcessor``, which the image-classification pipeline tries too, takes an
+    ``AutoImageProcessor`` entry of ``preprocessor_config.json`` for a remote video processor and asks on the
+    terminal whether to run it, even with the package installed."""
+    path = os.path.join(os.fspath(directory), "preprocessor_config.json")
+    with open(path, encoding="utf-8") as handle:
+        values = json.load(handle)
+    values.pop("auto_map", None)
+    values.pop("image_processor_type", None)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
 class RamTaggingHead(nn.Module):
     """RAM++'s Query2Label head: BERT layers without self-attention (the original deletes it) whose
     cross-attention reads the ``label_embed_size``-wide visual tokens."""
@@ -103,6 +127,19 @@ class RamPreTrainedModel(PreTrainedModel):
         for sub_config in (self.config.text_config, self.config.tagging_config):
             if sub_config is not None and getattr(sub_config, "_attn_implementation", None) is None:
                 sub_config._attn_implementation = self.config._attn_implementation
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as transformers does; when the classes are registered for the Auto classes (the first class taken
+        from ``tag2text`` does it) the directory also gets the remote-code payload with the image processor, named
+        in ``config.json``'s ``auto_map`` (see :func:`image_processor_config_without_auto_map` for why there)."""
+        if self._auto_class is not None:
+            self.config.auto_map = dict(getattr(self.config, "auto_map", None) or {},
+                                        AutoImageProcessor=IMAGE_PROCESSOR_REFERENCE)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is not None:
+            here = os.path.dirname(os.path.abspath(__file__))
+            for name in ("image_processing_tag2text.py", "image_loading.py"):
+                shutil.copyfile(os.path.join(here, name), os.path.join(os.fspath(save_directory), name))
 
     def _init_weights(self, module):
         std = self.config.tagging_config.initializer_range
