@@ -705,7 +705,7 @@ class Tag2TextTemperature(nn.Module):
 
 
 def _renamed_tag_targets(tag_targets, kwargs: dict, owner: str):
-    """``tag_targets``, also when given under its old name ``tag_labels`` (popped from ``kwargs``; warned once)."""
+    """``tag_targets``, also when given under its old name ``tag_labels`` (popped from ``kwargs``, with a warning)."""
     legacy = kwargs.pop("tag_labels", None)
     if legacy is None:
         return tag_targets
