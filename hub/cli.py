@@ -24,7 +24,7 @@ from .cli_args import HelpFormatter, UsageError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("tag2text.hub.caption_command", "tag and caption images with a Tag2Text model"),
-    "convert": ("tag2text.hub.convert_command", "convert the original tag2text_swin_14m.pth checkpoint"),
+    "convert": ("tag2text.hub.convert_command", "convert an original Tag2Text, RAM or RAM++ checkpoint"),
     "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),
     "push": ("tag2text.hub.push_command", "upload a model directory to the Hugging Face Hub"),
     "mine-tags": ("tag2text.hub.mine_tags_command", "parse captions into object/attribute/action tags"),

@@ -83,7 +83,7 @@ def clip_text_embeddings(texts: list[str], clip_model, clip_tokenizer, batch_siz
     return torch.cat(rows).cpu()
 
 
-def _check_tags(tags) -> list[str]:
+def check_tags(tags) -> list[str]:
     if isinstance(tags, str):
         raise OpenSetError("tags must be a list of tag names, not one string")
     tags = [str(tag) for tag in tags]
@@ -123,7 +123,7 @@ def descriptions_by_tag(value) -> dict:
 def open_set_label_embeddings(family: str, tags, clip_model, clip_tokenizer, descriptions=None):
     """``(label embeddings, rows per tag, texts)`` of new tags for ``family`` ``"ram"`` (one averaged row per tag)
     or ``"ram_plus"`` (one row per description)."""
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if family == "ram":
         texts = [ram_prompts(tag) for tag in tags]
         flat = [text for group in texts for text in group]
@@ -166,7 +166,7 @@ def build_ram_open_set(model, tags, clip_model, clip_tokenizer, descriptions=Non
                            f"{config.label_embed_size} wide (RAM and RAM++ use CLIP ViT-B/16's 512)")
     if family == "ram" and descriptions is not None:
         raise OpenSetError("descriptions are a RAM++ input; RAM embeds each tag from its name with 63 prompts")
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     threshold = RAM_OPEN_SET_THRESHOLD if threshold is None else float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise OpenSetError(f"threshold {threshold} is not a probability in [0, 1]")
