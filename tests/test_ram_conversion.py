@@ -89,6 +89,57 @@ def test_the_directory_is_complete_and_loads(converted, family, pixel_values):
         state = load_file(out / "model.safetensors")
         assert "text_decoder.bert.encoder.layer.1.crossattention.self.key.weight" in state
         assert "text_encoder.encoder.layer.1.attention.self.query.weight" in state
+        decoder = model.text_decoder
+        assert decoder.cls.predictions.decoder.weight is decoder.bert.embeddings.word_embeddings.weight
+
+
+def test_labels_give_the_asymmetric_loss_and_gradients(converted, pixel_values):
+    from tag2text import asymmetric_loss
+
+    model = AutoModelForImageClassification.from_pretrained(converted["ram_plus"]).train()
+    labels = torch.zeros(2, 30)
+    labels[0, [2, 5]] = labels[1, [6]] = 1
+    output = model(pixel_values=pixel_values, labels=labels)
+    assert torch.allclose(output.loss, asymmetric_loss(output.logits, labels))
+    output.loss.backward()
+    assert model.fc.weight.grad.abs().sum() > 0 and model.reweight_scale.grad is not None
+    assert model.tagging_head.encoder.layer[0].crossattention.self.key.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"labels must have shape \(2, 30\)"):
+        model(pixel_values=pixel_values, labels=labels[:, :29])
+
+
+def test_the_released_configuration_is_the_default():
+    from tag2text.hub.ram_original_config import ram_config_from_original
+
+    names = [f"t{i}" for i in range(4585)]
+    for family, default in (("ram", RamConfig()), ("ram_plus", RamPlusConfig())):
+        converted = ram_config_from_original(family, names, descriptions_per_tag=51)
+        assert converted.vision_config.to_diff_dict() == default.vision_config.to_diff_dict()
+        for part in ("tagging_config", "text_config"):
+            ours, theirs = getattr(converted, part), getattr(default, part)
+            if theirs is None:
+                assert ours is None
+                continue
+            for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size",
+                        "hidden_act", "layer_norm_eps", "max_position_embeddings", "encoder_hidden_size"):
+                if part == "tagging_config" and key == "vocab_size":
+                    continue  # the head has no embeddings
+                assert getattr(ours, key) == getattr(theirs, key), (family, part, key)
+        assert expected_shapes(converted, RamForImageTagging if family == "ram" else RamPlusForImageTagging) == \
+            expected_shapes(default, RamForImageTagging if family == "ram" else RamPlusForImageTagging)
+
+
+def test_without_a_tag_list_offline_the_download_is_named(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "out"
+    status = cli_main(convert_arguments("ram", out, **{"--tag-list": None, "--tag-list-chinese": None,
+                                                        "--threshold-file": None}))
+    err = capsys.readouterr().err
+    assert status == 1 and "ram_tag_list.txt" in err and "--tag-list" in err
+    assert not out.exists()
 
 
 def test_the_pipeline_gives_every_tags_probability(converted, monkeypatch):
