@@ -4,6 +4,7 @@ The Python API is imported lazily, so that ``tag2text --help`` and the light sub
 importing torch and transformers:
 
 - :func:`convert_checkpoint`: original ``tag2text_swin_14m.pth`` -> complete model directory;
+- :func:`convert_ram_checkpoint`: an original RAM / RAM++ state dict (:func:`detect_family` tells which) -> the same;
 - :func:`push_model_directory`: upload a model directory to the Hub;
 - :func:`render_model_card`: the README.md of a model;
 - :func:`export_onnx`: ONNX graphs and deployment files for :class:`tag2text.onnx.OnnxTag2Text`;
@@ -27,6 +28,11 @@ _EXPORTS = {
     "load_converted_state_dict": ".checkpoint_mapping",
     "unwrap_state_dict": ".checkpoint_mapping",
     "CheckpointConversionError": ".checkpoint_mapping",
+    "convert_ram_checkpoint": ".ram_conversion",
+    "convert_ram_state_dict": ".ram_checkpoint_mapping",
+    "detect_family": ".ram_checkpoint_mapping",
+    "ram_config_from_original": ".ram_original_config",
+    "read_threshold_file": ".ram_original_config",
     "config_from_original": ".original_config",
     "read_tag_list": ".original_config",
     "OriginalConfigError": ".original_config",
