@@ -953,7 +953,7 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
     def prepare_inputs_for_generation(self, input_ids, cache=None, past_key_values=None, **kwargs):
         """transformers' preparation (input slicing to the uncached tokens, position ids from the attention mask,
         every other model keyword passed through). The cache comes as ``cache`` or ``past_key_values`` (the
-        name generate uses before transformers 5.24); it is handed to transformers under the installed release's
+        name generate uses in transformers 5.0); it is handed to transformers under the installed release's
         name, so that the inputs are trimmed to the uncached tokens, and to forward as ``cache``."""
         if cache is None:
             cache = past_key_values
@@ -1085,8 +1085,8 @@ class Tag2TextForCaptioning(Tag2TextModel, GenerationMixin):
         """
         if beam_scoring not in ("current", "original"):
             raise ValueError(f"beam_scoring must be 'current' or 'original', got {beam_scoring!r}")
-        # The cache goes to GenerationMixin.generate under the installed release's name (past_key_values before
-        # transformers 5.24, cache since); the caller may use either.
+        # The cache goes to GenerationMixin.generate under the installed release's name (past_key_values in
+        # transformers 5.0, cache in 5.24 and later); the caller may use either.
         cache_name = generation_cache_argument()
         given_cache = generate_kwargs.pop("past_key_values" if cache_name == "cache" else "cache", None)
         if given_cache is not None and generate_kwargs.get(cache_name) is None:

@@ -85,8 +85,8 @@ check_versions()
 @functools.lru_cache(maxsize=None)
 def generation_cache_argument() -> str:
     """The keyword under which the installed ``GenerationMixin.generate`` passes the cache around: ``"cache"``
-    (transformers 5.24 renamed it) or ``"past_key_values"``; the model's own forward takes ``cache`` on every
-    release. Read from the signature of ``GenerationMixin.prepare_inputs_for_generation`` (on first use: the
+    (5.24 and later) or ``"past_key_values"`` (5.0; the releases between were not tried); the model's own forward
+    takes ``cache`` on every release. Read from the signature of ``GenerationMixin.prepare_inputs_for_generation`` (on first use: the
     generation module is not imported with the configuration)."""
     parameters = inspect.signature(transformers.GenerationMixin.prepare_inputs_for_generation).parameters
     return "cache" if "cache" in parameters else "past_key_values"
