@@ -195,6 +195,8 @@ def convert_ram_checkpoint(output_dir, original: dict, checkpoint, family: str, 
     model.save_pretrained(output_dir)
     Tag2TextImageProcessor(size=config.vision_config.image_size).save_pretrained(output_dir)
     image_processor_config_without_auto_map(output_dir)  # config.json names it (see there why)
+    if tokenizer is not None:  # RAM never tokenizes to tag; kept for a caption path on the text decoder
+        tokenizer.save_pretrained(output_dir)
     card = render_ram_model_card(config, family, _source_section(checkpoint, family, sources, descriptions))
     (output_dir / "README.md").write_text(card, encoding="utf-8")
     return RamConversionReport(output_dir=output_dir, checkpoint=checkpoint, family=family, num_tags=config.num_tags,

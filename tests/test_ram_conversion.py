@@ -129,6 +129,22 @@ def test_the_released_configuration_is_the_default():
             expected_shapes(default, RamForImageTagging if family == "ram" else RamPlusForImageTagging)
 
 
+def test_a_tokenizer_is_checked_against_the_med_config_and_kept(tmp_path, capsys):
+    out = tmp_path / "with_tokenizer"
+    arguments = convert_arguments("ram", out) + ["--tokenizer", str(FIXTURE / "vocab.txt")]
+    assert cli_main(arguments) == 0
+    config = json.loads((out / "config.json").read_text())["text_config"]
+    assert (config["bos_token_id"], config["enc_token_id"], config["vocab_size"]) == (129, 130, 131)  # [DEC], [ENC]
+    assert (out / "tokenizer_config.json").is_file()
+    short = tmp_path / "vocab.txt"
+    short.write_text("\n".join((FIXTURE / "vocab.txt").read_text().splitlines()[:120]) + "\n")
+    capsys.readouterr()
+    status = cli_main(convert_arguments("ram", tmp_path / "out") + ["--tokenizer", str(short)])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "vocab_size=131" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_a_tag_list_offline_the_download_is_named(tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
