@@ -12,7 +12,7 @@ Throughput:
   this process's share of the machine, less one, at most 8) and overlap the model; batches are pinned and
   copied asynchronously on a GPU;
 * the vision tower and the tagging head run once per image (:class:`~tag2text.hub.inference.TorchBackend`, the
-  model calls of every ``tag2text caption`` path);
+  model calls of every ``tag2text caption`` path; a RAM / RAM++ model: ``TaggingBackend``, tag rows only);
 * batches keep the source order (neighbouring tar members and parquet row groups), not sorted by image size:
   the processor resizes every image to the same square, so every batch is one dense tensor of the same
   shape and there is no padding that sorting could save;
@@ -230,7 +230,7 @@ def run_sharded(args) -> int:
     from . import annotation_writer as writer_module
     from .annotation_sources import collect_items
     from .caption_io import load_caption_setup
-    from .model_source import load_model, resolve_model_source
+    from .model_source import load_model, resolve_model_source, tagging_only_family
 
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
     _check_arguments(args)
@@ -262,7 +262,7 @@ def run_sharded(args) -> int:
 
     num_workers = args.num_workers if args.num_workers is not None else default_num_workers(processes.local_world)
     loader = torch.utils.data.DataLoader(
-        DecodedImages(share, tables, processor.image_processor, args.max_image_pixels),
+        DecodedImages(share, tables, getattr(processor, "image_processor", processor), args.max_image_pixels),
         batch_size=args.batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
         pin_memory=pin_batches(device.type), worker_init_fn=_worker_init if num_workers else None,
         persistent_workers=False,
@@ -270,7 +270,9 @@ def run_sharded(args) -> int:
     # Start the workers before the model loads: they fork a small process and decode while it loads.
     batches = iter(loader)
     model = load_model(source, dtype=getattr(torch, args.dtype)).to(device).eval()
-    writer = writer_module.ShardWriter(output_dir, processes.rank, processes.world, args.shard_size, args.format)
+    fields = writer_module.TAGGING_FIELDS if tagging_only_family(config.model_type) else writer_module.FIELDS
+    writer = writer_module.ShardWriter(output_dir, processes.rank, processes.world, args.shard_size, args.format,
+                                       fields=fields)
     label = f"annotating [{processes.rank + 1}/{processes.world}]" if processes.world > 1 else "annotating"
     progress = tqdm(total=len(share), desc=label, unit="img", disable=None if processes.local_rank == 0 else True,
                     dynamic_ncols=True)
@@ -294,9 +296,9 @@ def _annotate(batches, model, processor, device, args, writer, progress) -> Coun
     import torch
 
     from .caption_io import caption_rows
-    from .inference import TorchBackend
+    from .inference import torch_backend
 
-    backend = TorchBackend(model, processor)
+    backend = torch_backend(model, processor)
     autocast = (torch.autocast(device.type, dtype=getattr(torch, args.autocast)) if args.autocast != "none"
                 else contextlib.nullcontext())
     failed = Counter()

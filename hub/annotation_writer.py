@@ -9,6 +9,7 @@ number of processes) and annotates the rest.
 Rows: ``key``, ``source`` (file, ``shard:member`` or ``table:row``), ``tags`` (the tags the caption was
 conditioned on), ``tag_scores`` (predicted tags and their probabilities), ``caption``, and ``error``
 (``None``, or the reason: ``missing``, ``unreadable``, ``truncated``, ``too large``) with ``error_message``.
+A tagging-only model (RAM, RAM++) writes ``tags_zh`` (the Chinese names) after ``tags`` and no ``caption``.
 In parquet, ``tag_scores`` is a list of ``{"tag", "score"}`` structs.
 """
 
@@ -25,6 +26,7 @@ SHARD_PATTERN = re.compile(r"^part-(\d{5})of(\d{5})-(\d{5})\.(jsonl|parquet)$")
 TEMP_PREFIX = ".tmp-"
 MANIFEST = "manifest.json"
 FIELDS = ("key", "source", "tags", "tag_scores", "caption", "error", "error_message")
+TAGGING_FIELDS = ("key", "source", "tags", "tags_zh", "tag_scores", "error", "error_message")
 
 
 def shard_name(rank: int, world: int, number: int, fmt: str) -> str:
@@ -48,14 +50,12 @@ def remove_temporary_files(output_dir: str) -> int:
     return removed
 
 
-def _schema():
+def _schema(fields=FIELDS):
     import pyarrow as pa
 
-    return pa.schema([
-        ("key", pa.string()), ("source", pa.string()), ("tags", pa.list_(pa.string())),
-        ("tag_scores", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
-        ("caption", pa.string()), ("error", pa.string()), ("error_message", pa.string()),
-    ])
+    types = {"tags": pa.list_(pa.string()), "tags_zh": pa.list_(pa.string()),
+             "tag_scores": pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))}
+    return pa.schema([(name, types.get(name, pa.string())) for name in fields])
 
 
 def read_rows(path: str, columns: list[str] | None = None) -> list[dict]:
@@ -101,15 +101,18 @@ class ShardWriter:
         rank / world: this process and the number of processes of the launch (in the shard names).
         shard_size: rows per shard; a killed run loses at most this many rows of work per process.
         fmt: ``"jsonl"`` or ``"parquet"``.
+        fields: the row's columns in order (:data:`FIELDS`; a tagging-only model's: :data:`TAGGING_FIELDS`).
     """
 
-    def __init__(self, output_dir: str, rank: int, world: int, shard_size: int, fmt: str = "jsonl"):
+    def __init__(self, output_dir: str, rank: int, world: int, shard_size: int, fmt: str = "jsonl",
+                 fields: tuple = FIELDS):
         if fmt not in ("jsonl", "parquet"):
             raise ValueError(f"format must be 'jsonl' or 'parquet', got {fmt!r}")
         self.output_dir = output_dir
         self.rank, self.world = rank, world
         self.shard_size = int(shard_size)
         self.fmt = fmt
+        self.fields = tuple(fields)
         self.rows: list[dict] = []
         self.written: list[str] = []
         # Continue the numbering of an earlier launch with the same rank and world (a resume).
@@ -118,7 +121,7 @@ class ShardWriter:
         self.next_number = max(numbers, default=-1) + 1
 
     def add(self, row: dict) -> None:
-        self.rows.append({name: row.get(name) for name in FIELDS})
+        self.rows.append({name: row.get(name) for name in self.fields})
         if len(self.rows) >= self.shard_size:
             self.flush()
 
@@ -152,7 +155,7 @@ class ShardWriter:
             scores = row.get("tag_scores")
             records.append({**row, "tag_scores": None if scores is None else
                             [{"tag": tag, "score": float(score)} for tag, score in scores.items()]})
-        table = pa.Table.from_pylist(records, schema=_schema())
+        table = pa.Table.from_pylist(records, schema=_schema(self.fields))
         with open(temporary, "wb") as handle:
             pq.write_table(table, handle)
             handle.flush()

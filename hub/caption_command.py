@@ -1,9 +1,11 @@
 """``tag2text caption``: tag and caption images with a Tag2Text model directory or Hub repo.
 
-One JSON line per image: {"image", "tags", "tag_scores", "caption"}; an unreadable image gets a line with
-"error" and the run goes on; the exit status is 1 if any image failed. Every option, the model source and
-the input paths are checked before the model loads; a progress bar (images per second) runs on a terminal, and
-a summary line (captioned, failed, seconds per image) ends the run on stderr.
+One JSON line per image: {"image", "tags", "tag_scores", "caption"}; a tagging-only RAM / RAM++ model writes
+{"image", "tags", "tags_zh", "tag_scores"} with its per-class thresholds (--tags, --num-beams and --max-length
+are refused for it). An unreadable image gets a line with "error" and the run goes on; the exit status is 1 if
+any image failed. Every option, the model source and the input paths are checked before the model loads; a
+progress bar (images per second) runs on a terminal, and a summary line (captioned, failed, seconds per image)
+ends the run on stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 from pathlib import Path
 
 from .annotation_run import add_sharded_arguments, run_sharded, wants_sharded_run
-from .caption_io import check_max_length, collect_images, load_caption_setup, write_captions
+from .caption_io import (check_max_length, check_tagging_only_options, collect_images, load_caption_setup,
+                         write_captions)
 from .cli_args import check_device, device, output_file, positive_int, probability
 
 logger = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ def _check_options(args) -> tuple[str, list[Path]]:
     if args.output is not None:
         output_file(args.output, "--output")
     config = read_local_config(source)
+    if config is not None:
+        check_tagging_only_options(args, config.get("model_type"))
     if config is not None and args.max_length is not None:
         check_max_length(args.max_length, len(config.get("prompt_token_ids") or []))
     return source, paths
@@ -68,7 +73,7 @@ def run(args) -> int:
 
     import torch
 
-    from .inference import TorchBackend
+    from .inference import torch_backend
     from .model_source import load_model
 
     config, processor, warning = load_caption_setup(source, args)
@@ -76,4 +81,4 @@ def run(args) -> int:
         print(f"tag2text caption: warning: {warning}", file=sys.stderr)
 
     model = load_model(source, dtype=getattr(torch, args.dtype)).to(args.device).eval()
-    return write_captions(args, paths, TorchBackend(model, processor))
+    return write_captions(args, paths, torch_backend(model, processor))

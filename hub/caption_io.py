@@ -47,11 +47,38 @@ def check_max_length(max_length: int, prompt_tokens: int) -> None:
         )
 
 
+# Options that only steer or shape a caption, and why a tagging-only model cannot take them.
+CAPTION_ONLY_OPTIONS = (
+    ("tags", "--tags", "steering tags shape a caption"),
+    ("num_beams", "--num-beams", "beams search for a caption"),
+    ("max_length", "--max-length", "it limits a caption's length"),
+)
+
+
+def check_tagging_only_options(args, model_type_name) -> None:
+    """A tagging-only model (RAM, RAM++) writes no caption: refuse the caption options, naming the first given."""
+    from .model_source import tagging_only_family
+
+    family = tagging_only_family(model_type_name)
+    if family is None:
+        return
+    for name, option, why in CAPTION_ONLY_OPTIONS:
+        if getattr(args, name, None) is not None:
+            raise UsageError(f"{option}: {args.model} is a {family} model, which only tags images (no caption "
+                             f"decoder), and {why}; leave {option} out")
+
+
 def load_caption_setup(source, args):
     """(config, processor, unknown-steering-tags warning or None) of a model source, ``--max-length`` checked
-    against its prompt: what every PyTorch caption path (plain, sharded) needs before it loads the weights."""
-    from .model_source import load_config, load_processor
+    against its prompt: what every PyTorch caption path (plain, sharded) needs before it loads the weights.
+    A tagging-only model (RAM, RAM++) gets its config and image processor (and the caption options refused)."""
+    from .model_source import (load_config, load_image_processor, load_processor, load_tagging_config, model_type,
+                               tagging_only_family)
 
+    kind = model_type(source)
+    if tagging_only_family(kind):
+        check_tagging_only_options(args, kind)
+        return load_tagging_config(source), load_image_processor(source), None
     config = load_config(source)
     if args.max_length is not None:
         check_max_length(args.max_length, len(config.prompt_token_ids or []))
@@ -76,10 +103,12 @@ def unknown_steering_tags_warning(tags, config, tokenizer) -> str | None:
 
 def caption_rows(backend, pixel_values, args) -> list[dict]:
     """The rows of a batch on either backend (:mod:`.inference`), with the command's --tags, --threshold,
-    --num-beams and --max-length for every image."""
+    --num-beams and --max-length for every image (a tagging-only backend: its tag rows with --threshold)."""
     from .inference import generation_options
 
     count = len(pixel_values)
+    if not getattr(backend, "writes_captions", True):
+        return backend.tag(pixel_values, thresholds=[args.threshold] * count)
     return backend.tag_and_caption(pixel_values, tags=[args.tags] * count if args.tags else None,
                                    thresholds=[args.threshold] * count,
                                    **generation_options(backend, args.num_beams, args.max_length))

@@ -6,6 +6,9 @@ A backend takes a batch of pixel values and, per image, optional steering tags a
 returns one row per image: ``{"tags", "tag_scores", "caption"}`` (``tags``: those the caption was written from,
 the steering tags when given; ``tag_scores``: the predicted tags' probabilities, also when tags steer). Each image
 keeps its own tags and threshold inside a shared batch, so a batched row is the row that image gets alone.
+
+Tagging-only models (RAM, RAM++: no caption decoder) run on :class:`TaggingBackend`, whose ``writes_captions`` is
+False: its rows are ``{"tags", "tags_zh", "tag_scores"}`` from ``tag``; :func:`torch_backend` picks the class.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ class Backend(Protocol):
 
     prompt_length: int  # [DEC] and the prompt: where generated tokens start
     generation_defaults: object  # the model's generation config (a GenerationConfig or its JSON as a dict)
+    writes_captions: bool  # False: a tagging-only model; callers use tag() (tag_and_caption raises)
 
     def pixel_values(self, images):
         """The batch of pixel values of a list of RGB images, ready for :meth:`tag_and_caption`."""
@@ -83,6 +87,8 @@ class TorchBackend:
     """A ``Tag2TextForCaptioning`` and its processor. One batch runs the vision tower and the tagging head once
     per image, then the decoder from the visual tokens (``generate(image_embeds=...)``)."""
 
+    writes_captions = True
+
     def __init__(self, model, processor):
         self.model = model
         self.processor = processor
@@ -145,6 +151,8 @@ class OnnxBackend:
     """An :class:`tag2text.onnx.OnnxTag2Text` export (onnxruntime, no torch). Images that share their steering
     tags and threshold are captioned in one ``generate`` call."""
 
+    writes_captions = True
+
     def __init__(self, runtime):
         self.runtime = runtime
         self.prompt_length = 1 + len(runtime.manifest["prompt_token_ids"])  # [DEC] and the prompt
@@ -177,6 +185,52 @@ class OnnxBackend:
             for index, row in zip(indices, result_rows(outputs["tags"], scores, captions)):
                 rows[index] = row
         return rows
+
+
+class TaggingBackend:
+    """A tagging-only model (``RamForImageTagging``, ``RamPlusForImageTagging``) and its image processor. Rows are
+    ``model.tag``'s outputs (per-class thresholds, or one threshold per image): ``{"tags", "tags_zh",
+    "tag_scores"}``; images that share a threshold are tagged in one call."""
+
+    writes_captions = False
+    prompt_length = 0
+    generation_defaults = None
+
+    def __init__(self, model, image_processor):
+        self.model = model
+        # A Tag2TextProcessor works too (its image processor is used).
+        self.image_processor = getattr(image_processor, "image_processor", image_processor)
+
+    def pixel_values(self, images):
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"].to(self.model.device,
+                                                                                          self.model.dtype)
+
+    def tag(self, pixel_values, thresholds=None) -> list[dict]:
+        thresholds = per_image(thresholds, len(pixel_values), "thresholds")
+        rows = [None] * len(pixel_values)
+        for (threshold,), indices in _groups(thresholds).items():
+            outputs = self.model.tag(_take(pixel_values, indices), threshold=threshold)
+            built = result_rows([output.tags for output in outputs],
+                                [tag_scores(output.tags, output.scores) for output in outputs],
+                                chinese_per_image=[output.tags_zh for output in outputs])
+            for index, row in zip(indices, built):
+                rows[index] = row
+        return rows
+
+    def tag_and_caption(self, pixel_values, tags=None, thresholds=None, **generation) -> list[dict]:
+        raise ValueError(f"{type(self.model).__name__} is a tagging-only model: it has no caption decoder")
+
+
+def is_tagging_only_model(model) -> bool:
+    """Whether ``model`` tags without writing captions (RAM, RAM++: ``tag`` but no ``generate`` path)."""
+    from .model_source import tagging_only_family
+
+    return tagging_only_family(getattr(model.config, "model_type", None)) is not None
+
+
+def torch_backend(model, processor):
+    """:class:`TaggingBackend` for a tagging-only model, else :class:`TorchBackend`."""
+    return TaggingBackend(model, processor) if is_tagging_only_model(model) else TorchBackend(model, processor)
 
 
 def _groups(*columns) -> dict:

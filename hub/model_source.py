@@ -99,15 +99,67 @@ def load_config(resolved: str, option: str = "--model"):
         raise ModelSourceError(f"{option} {resolved}: could not load its config ({_first_line(error)})") from error
 
 
-def load_model(resolved: str, option: str = "--model", **kwargs):
-    """:class:`Tag2TextForCaptioning` from a resolved source, for inference (the commands that call this only
-    run inference): with packed CPU weights (``tag2text.cpu_packing``; inert on other devices and in training).
-    ``kwargs`` go to ``from_pretrained``."""
+# Families that tag but write no caption (no decoder at inference): RAM and RAM++, by config model_type.
+TAGGING_ONLY_MODEL_TYPES = {"ram": "RAM", "ram_plus": "RAM++"}
+
+
+def model_type(resolved: str, option: str = "--model") -> str | None:
+    """The ``model_type`` of a resolved source's ``config.json`` (local: read as JSON; a repo id: through
+    transformers' config lookup, which uses the cache offline)."""
+    config = read_local_config(resolved)
+    if config is None:
+        from transformers import PretrainedConfig
+
+        try:
+            config, _ = PretrainedConfig.get_config_dict(resolved)
+        except (OSError, ValueError) as error:
+            raise ModelSourceError(f"{option} {resolved}: could not load its config ({_first_line(error)})") from error
+    return config.get("model_type")
+
+
+def tagging_only_family(model_type_name: str | None) -> str | None:
+    """"RAM" or "RAM++" for a tagging-only model's ``model_type``, None for a captioning (Tag2Text) model."""
+    return TAGGING_ONLY_MODEL_TYPES.get(model_type_name or "")
+
+
+def load_tagging_config(resolved: str, option: str = "--model"):
+    """The :class:`tag2text.RamConfig` / :class:`tag2text.RamPlusConfig` of a tagging-only model."""
+    import tag2text  # noqa: F401  (registers the RAM configs with AutoConfig)
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(resolved)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(f"{option} {resolved}: could not load its config ({_first_line(error)})") from error
+
+
+def load_image_processor(resolved: str, option: str = "--model"):
+    """The image processor of a tagging-only model (it has no tokenizer: RAM never tokenizes at inference)."""
+    from tag2text import Tag2TextImageProcessor
+
+    try:
+        return Tag2TextImageProcessor.from_pretrained(resolved)
+    except (OSError, ValueError) as error:
+        raise ModelSourceError(
+            f"{option} {resolved}: could not load its image processor ({_first_line(error)})") from error
+
+
+def load_model(resolved: str, option: str = "--model", pack: bool = True, **kwargs):
+    """The inference model of a resolved source, its class chosen by the config: :class:`Tag2TextForCaptioning`,
+    or for RAM / RAM++ configs the ``AutoModelForImageClassification`` class (``RamForImageTagging``,
+    ``RamPlusForImageTagging``). With packed CPU weights (``tag2text.cpu_packing``; inert on other devices and in
+    training) unless ``pack`` is False (a model that is changed and saved). ``kwargs`` go to ``from_pretrained``."""
     from tag2text import Tag2TextForCaptioning
     from tag2text.cpu_packing import pack_cpu_weights
 
+    if tagging_only_family(model_type(resolved, option)):
+        from transformers import AutoModelForImageClassification
+
+        model_class = AutoModelForImageClassification
+    else:
+        model_class = Tag2TextForCaptioning
     try:
-        model = Tag2TextForCaptioning.from_pretrained(resolved, **kwargs)
+        model = model_class.from_pretrained(resolved, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"{option} {resolved}: could not load the model ({_first_line(error)})") from error
-    return pack_cpu_weights(model)
+    return pack_cpu_weights(model) if pack else model

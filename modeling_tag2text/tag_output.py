@@ -32,13 +32,15 @@ def tag_scores(names, scores) -> dict:
     return {name: round(float(score), SCORE_DIGITS) for name, score in zip(names, scores)}
 
 
-def result_rows(tags_per_image, scores_per_image=None, captions=None) -> list[dict]:
-    """One row per caption: ``{"tags", "tag_scores", "caption"}``.
+def result_rows(tags_per_image, scores_per_image=None, captions=None, chinese_per_image=None) -> list[dict]:
+    """One row per caption: ``{"tags", "tag_scores", "caption"}`` (tagging-only models: ``{"tags", "tags_zh",
+    "tag_scores"}``).
 
     ``tags_per_image`` are the tags each caption was written from (the steering tags when given, else the
     predicted ones); ``scores_per_image`` the :func:`tag_scores` of the predicted tags (the row has no
     "tag_scores" when None); ``captions`` the decoded captions, several per image in a row with
-    ``num_return_sequences`` (None: tag rows without "caption").
+    ``num_return_sequences`` (None: tag rows without "caption"); ``chinese_per_image`` the Chinese names of each
+    image's tags (RAM, RAM++; an entry None where the model has none), or None for rows without "tags_zh".
     """
     images = len(tags_per_image)
     if captions is None:
@@ -51,6 +53,9 @@ def result_rows(tags_per_image, scores_per_image=None, captions=None) -> list[di
     for index in range(images * per_image):
         image = index // per_image
         row = {"tags": list(tags_per_image[image])}
+        if chinese_per_image is not None:
+            chinese = chinese_per_image[image]
+            row["tags_zh"] = None if chinese is None else list(chinese)
         if scores_per_image is not None:
             row["tag_scores"] = scores_per_image[image]
         if captions is not None:
