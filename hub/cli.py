@@ -25,6 +25,7 @@ from .cli_args import HelpFormatter, UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "caption": ("tag2text.hub.caption_command", "tag and caption images with a Tag2Text model"),
     "convert": ("tag2text.hub.convert_command", "convert an original Tag2Text, RAM or RAM++ checkpoint"),
+    "open-set": ("tag2text.hub.open_set_command", "give a RAM or RAM++ model your own tags (CLIP text embeddings)"),
     "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),
     "push": ("tag2text.hub.push_command", "upload a model directory to the Hugging Face Hub"),
     "mine-tags": ("tag2text.hub.mine_tags_command", "parse captions into object/attribute/action tags"),

@@ -3,7 +3,8 @@
 - ``POST /v1/caption``: multipart ``image`` file, or JSON ``{"image": base64, ...}``; optional ``tags``
   (``"a | b"`` or a list), ``threshold``, ``num_beams``, ``max_new_tokens`` ->
   ``{"tags": [...], "tag_scores": {...}, "caption": "..."}``.
-- ``POST /v1/tags``: ``image`` and optional ``threshold`` -> ``{"tags", "tag_scores"}`` (no decoder).
+- ``POST /v1/tags``: ``image`` and optional ``threshold`` -> ``{"tags", "tag_scores"}`` (no decoder); a RAM / RAM++
+  model answers ``{"tags", "tags_zh", "tag_scores"}`` (Chinese names) and refuses ``/v1/caption`` with a 400.
 - ``GET /health``: model, device, dtype, limits and the batching counters; ``GET /v1/stats``: the counters.
 
 Errors are ``{"error": "message"}`` with a 4xx status for bad requests and 500 when the model call fails.

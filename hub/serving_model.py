@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from .inference import TorchBackend, unknown_steering_tags
+from .inference import torch_backend, unknown_steering_tags
 
 logger = logging.getLogger(__name__)
 
@@ -20,21 +20,28 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 class ServingModel:
-    """A Tag2Text captioning model and its processor, for batches of single-image requests."""
+    """A Tag2Text captioning model and its processor, or a tagging-only RAM / RAM++ model and its image processor
+    (``writes_captions`` False: tags only), for batches of single-image requests."""
 
     def __init__(self, model, processor, name: str = "model"):
         self.model = model.eval()
         self.processor = processor
+        self.image_processor = getattr(processor, "image_processor", processor)
         self.name = name
-        self.backend = TorchBackend(self.model, processor)
+        self.backend = torch_backend(self.model, processor)
+        self.writes_captions = self.backend.writes_captions
 
     @classmethod
     def load(cls, name_or_path: str, device: str = "cpu", dtype: str = "float32") -> "ServingModel":
         """Load as ``tag2text caption`` does; a source that cannot be loaded raises ModelSourceError naming it."""
-        from .model_source import load_config, load_model, load_processor
+        from .model_source import (load_config, load_image_processor, load_model, load_processor, model_type,
+                                   tagging_only_family)
 
-        config = load_config(name_or_path)
-        processor = load_processor(name_or_path, prompt=config.prompt)
+        if tagging_only_family(model_type(name_or_path)):
+            processor = load_image_processor(name_or_path)
+        else:
+            config = load_config(name_or_path)
+            processor = load_processor(name_or_path, prompt=config.prompt)
         model = load_model(name_or_path, dtype=DTYPES[dtype]).to(device)
         return cls(model, processor, name=str(name_or_path))
 
@@ -49,35 +56,53 @@ class ServingModel:
         return self.model.dtype
 
     @property
-    def default_num_beams(self) -> int:
+    def default_num_beams(self) -> int | None:
+        if not self.writes_captions:
+            return None
         return int(self.model.generation_config.num_beams or 1)
 
     @property
-    def default_max_new_tokens(self) -> int:
+    def default_max_new_tokens(self) -> int | None:
+        if not self.writes_captions:
+            return None
         return int(self.model.generation_config.max_new_tokens)
 
     @property
     def longest_caption(self) -> int:
-        """The most new tokens the decoder's position embeddings allow after the prompt."""
+        """The most new tokens the decoder's position embeddings allow after the prompt (0: no decoder)."""
+        if not self.writes_captions:
+            return 0
         config = self.model.config
         prompt_tokens = 1 + len(config.prompt_token_ids or [])
         return config.text_config.max_position_embeddings - prompt_tokens
 
     def describe(self) -> dict:
         config = self.model.config
-        return {
+        described = {
             "model": self.name,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "num_tags": config.num_tags,
-            "image_size": self.processor.image_processor.size,
+            "image_size": self.image_processor.size,
             "defaults": {
                 "threshold": config.tag_threshold,
-                "per_class_thresholds": len(config.tag_thresholds),
+                "per_class_thresholds": len(self._per_class_thresholds()),
                 "num_beams": self.default_num_beams,
                 "max_new_tokens": self.default_max_new_tokens,
             },
         }
+        if not self.writes_captions:
+            # Only tagging-only models carry these keys, so a Tag2Text server's /health is unchanged.
+            described["model_type"] = config.model_type
+            described["writes_captions"] = False
+            described["chinese_tag_names"] = config.tag_names_chinese is not None
+        return described
+
+    def _per_class_thresholds(self) -> list:
+        config = self.model.config
+        if self.writes_captions:
+            return list(config.tag_thresholds)
+        return list(config.class_thresholds or [])
 
     @property
     def default_threshold(self) -> float:

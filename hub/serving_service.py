@@ -50,6 +50,10 @@ class TaggingService:
     def prepare(self, kind: str, image_bytes: bytes, fields: dict) -> Prepared:
         """Check one request of endpoint ``kind`` ("caption" or "tags"); ``fields`` holds every field sent
         (the image included, under "image"), values as JSON gave them or as form strings."""
+        if kind == "caption" and not self.model.writes_captions:
+            described = self.model.describe()
+            raise RequestError(400, f"model {described['model']} ({described['model_type']}) only tags images: it "
+                                    "has no caption decoder; send the image to /v1/tags")
         options = parse_options(fields, ENDPOINT_FIELDS[kind], self.limits)
         image = decode_image(image_bytes, self.limits.max_image_pixels)
         pixel_values = self.model.pixel_values(image)
