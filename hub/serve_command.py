@@ -103,7 +103,8 @@ def run(args) -> int:
                                  max_image_pixels=args.max_image_pixels)
         try:
             app = build_app(service, demo=not args.no_demo, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
-            routes = ("" if args.no_demo else "demo at /, ") + "API at /v1/caption and /v1/tags, state at /health"
+            endpoints = "/v1/caption and /v1/tags" if serving_model.writes_captions else "/v1/tags (tagging only)"
+            routes = ("" if args.no_demo else "demo at /, ") + f"API at {endpoints}, state at /health"
             server = _announcing_server(uvicorn, routes)(uvicorn.Config(app, log_level="warning",
                                                                         timeout_graceful_shutdown=10))
             try:

@@ -238,11 +238,13 @@ def test_open_set_bad_inputs_are_one_line_and_write_nothing(converted, tmp_path,
 def test_serve_answers_tags_in_english_and_chinese(converted):
     from serving_support import RunningServer, png_bytes, post_image, request
 
-    from tag2text.hub.model_source import load_image_processor, load_model
+    from tag2text.hub.inference import TaggingBackend
+    from tag2text.hub.serving_model import ServingModel
 
     directory = converted["ram_plus"]
-    model = load_model(str(directory))
-    processor = load_image_processor(str(directory))
+    loaded = ServingModel.load(str(directory))  # as `tag2text serve --model DIR` loads it
+    assert isinstance(loaded.backend, TaggingBackend) and not loaded.writes_captions
+    model, processor = loaded.model, loaded.processor
     expected = model_tags(directory)
     with RunningServer(model, processor, demo=True, max_image_pixels=1_000_000) as server:
         for path, output in zip(IMAGES, expected):
