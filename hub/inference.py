@@ -189,15 +189,17 @@ class OnnxBackend:
 
 class TaggingBackend:
     """A tagging-only model (``RamForImageTagging``, ``RamPlusForImageTagging``) and its image processor. Rows are
-    ``model.tag``'s outputs (per-class thresholds, or one threshold per image): ``{"tags", "tags_zh",
-    "tag_scores"}``; images that share a threshold are tagged in one call."""
+    ``model.tag``'s outputs (per-class thresholds, or one threshold per image) through
+    :func:`~tag2text.tag_output.result_rows`: ``{"tags", "tags_zh", "tag_scores"}`` (``tags_zh`` None where the
+    model has no Chinese names); images that share a threshold are tagged in one call."""
 
     writes_captions = False
-    prompt_length = 0
+    prompt_length = 0  # no decoder: nothing is generated
     generation_defaults = None
 
     def __init__(self, model, image_processor):
         self.model = model
+        self.tagger = model  # anything with tag(pixel_values=..., threshold=...) -> outputs with tags, scores, tags_zh
         # A Tag2TextProcessor works too (its image processor is used).
         self.image_processor = getattr(image_processor, "image_processor", image_processor)
 
@@ -209,7 +211,7 @@ class TaggingBackend:
         thresholds = per_image(thresholds, len(pixel_values), "thresholds")
         rows = [None] * len(pixel_values)
         for (threshold,), indices in _groups(thresholds).items():
-            outputs = self.model.tag(_take(pixel_values, indices), threshold=threshold)
+            outputs = self.tagger.tag(pixel_values=_take(pixel_values, indices), threshold=threshold)
             built = result_rows([output.tags for output in outputs],
                                 [tag_scores(output.tags, output.scores) for output in outputs],
                                 chinese_per_image=[output.tags_zh for output in outputs])
@@ -218,7 +220,19 @@ class TaggingBackend:
         return rows
 
     def tag_and_caption(self, pixel_values, tags=None, thresholds=None, **generation) -> list[dict]:
-        raise ValueError(f"{type(self.model).__name__} is a tagging-only model: it has no caption decoder")
+        raise ValueError(f"{type(self.tagger).__name__} is a tagging-only model: it has no caption decoder")
+
+
+class OnnxTaggingBackend(TaggingBackend):
+    """A tagging-only RAM / RAM++ export (:class:`tag2text.onnx_ram.OnnxRamTagger`, onnxruntime, no torch): the
+    rows of :class:`TaggingBackend`."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.tagger = runtime
+
+    def pixel_values(self, images):
+        return self.runtime.preprocess(images)
 
 
 def is_tagging_only_model(model) -> bool:

@@ -3,8 +3,9 @@
 Same JSON lines as the torch backend ({"image", "tags", "tag_scores", "caption"}; "error" for an unreadable
 image, exit status 1 if any failed), computed by :class:`tag2text.onnx.OnnxTag2Text` through
 :class:`~tag2text.hub.inference.OnnxBackend`. A RAM / RAM++ export (tagging only) gives
-{"image", "tags", "tags_zh", "tag_scores"} lines through :class:`OnnxTaggingBackend`
-(:class:`tag2text.onnx_ram.OnnxRamTagger`), with the model's per-class thresholds or ``--threshold``.
+{"image", "tags", "tags_zh", "tag_scores"} lines through :class:`~tag2text.hub.inference.OnnxTaggingBackend`
+(:class:`tag2text.onnx_ram.OnnxRamTagger`; the rows of the torch tagging backend), with the model's per-class
+thresholds or ``--threshold``.
 """
 
 from __future__ import annotations
@@ -13,48 +14,10 @@ from .caption_io import check_max_length, collect_images, write_captions
 from .cli_args import UsageError, output_file
 
 
-class OnnxTaggingBackend:
-    """A tagging-only export (:class:`tag2text.onnx_ram.OnnxRamTagger`) behind the backend interface of
-    :mod:`.inference`: ``tag`` and ``tag_and_caption`` both give ``{"tags", "tags_zh", "tag_scores"}`` rows
-    (``tags_zh`` only when the model has Chinese names); images that share a threshold run as one batch."""
-
-    prompt_length = 0  # no decoder: nothing is generated
-    generation_defaults: dict = {}
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-
-    def pixel_values(self, images):
-        return self.runtime.preprocess(images)
-
-    def tag(self, pixel_values, thresholds=None) -> list[dict]:
-        from ..tag_output import tag_scores
-        from .inference import per_image
-
-        count = len(pixel_values)
-        thresholds = per_image(thresholds, count, "thresholds")
-        rows = [None] * count
-        groups = {}
-        for index, threshold in enumerate(thresholds):
-            groups.setdefault(threshold, []).append(index)
-        for threshold, indices in groups.items():
-            pixels = pixel_values if len(indices) == count else pixel_values[indices]
-            for index, output in zip(indices, self.runtime.tag(pixel_values=pixels, threshold=threshold)):
-                row = {"tags": list(output.tags)}
-                if output.tags_zh is not None:
-                    row["tags_zh"] = list(output.tags_zh)
-                row["tag_scores"] = tag_scores(output.tags, output.scores)
-                rows[index] = row
-        return rows
-
-    def tag_and_caption(self, pixel_values, tags=None, thresholds=None, **generation) -> list[dict]:
-        if tags is not None and any(t is not None for t in tags):
-            raise ValueError("a tagging-only model writes no captions: steering tags do not apply")
-        return self.tag(pixel_values, thresholds)
-
-
 def _run_tagging(args, paths, providers) -> int:
     from tag2text.onnx_ram import OnnxRamError, OnnxRamTagger
+
+    from .inference import OnnxTaggingBackend
 
     for option, value in (("--tags", args.tags), ("--num-beams", args.num_beams), ("--max-length", args.max_length)):
         if value is not None:
