@@ -25,6 +25,7 @@ PAYLOAD = {
     "image_loading.py",
     "text_conventions.py",
     "tag_output.py",
+    "version_compat.py",
 }
 
 
