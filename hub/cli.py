@@ -72,6 +72,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return UsageError, TokenizerLoadError, ModelSourceError, TrainingArgumentError
 
 
+def _unsupported_version(error: ImportError) -> bool:
+    """Whether ``error`` is tag2text.version_compat's one-line UnsupportedVersionError (transformers or torch
+    outside the supported range). Recognised by its class's name and module: the module raises it while being
+    imported, so it cannot be imported here to name the class."""
+    kind = type(error)
+    return kind.__name__ == "UnsupportedVersionError" and kind.__module__.split(".")[-1] == "version_compat"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-") and a in COMMANDS), None)
@@ -93,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as error:
         message = " ".join(str(error).split())  # one line, whatever the message holds
         print(f"tag2text {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        if not _unsupported_version(error):
+            raise
+        print(f"tag2text {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tag2text {args.command}: interrupted", file=sys.stderr)

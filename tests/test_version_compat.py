@@ -17,6 +17,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 from transformers.dynamic_module_utils import get_relative_import_files, get_relative_imports
 
+import tiny_factory
 from tag2text import version_compat
 from tag2text.version_compat import UnsupportedVersionError, check_versions, release, unsupported_versions_message
 
@@ -190,3 +191,28 @@ def test_a_saved_directory_under_an_unsupported_transformers_stops_with_one_line
     for line in lines:
         assert line.startswith("UnsupportedVersionError: Tag2Text needs transformers>=5.0,<6 and torch>=2.13; "
                                "installed: transformers 4.57.6"), line
+
+
+CLI_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from transformers import AutoConfig, AutoModel, AutoProcessor, pipeline  # noqa: F401 (may replace the module)
+    sys.modules["transformers"].__version__ = "4.57.6"
+    from tag2text.hub.cli import main
+    sys.exit(main(["caption", "--model", sys.argv[1], sys.argv[2]]))
+    """
+)
+
+
+def test_the_cli_under_an_unsupported_transformers_exits_2_with_one_line(saved, tmp_path):
+    image = tmp_path / "image.png"
+    tiny_factory.draw_image(0).save(image)
+    script = tmp_path / "cli.py"
+    script.write_text(CLI_SCRIPT)
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, str(script), str(saved), str(image)], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert ("tag2text caption: error: Tag2Text needs transformers>=5.0,<6 and torch>=2.13; installed: transformers "
+            "4.57.6") in result.stderr.splitlines()[-1]
