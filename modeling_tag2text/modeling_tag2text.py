@@ -291,7 +291,14 @@ def _vision_tower(config: Tag2TextConfig) -> nn.Module:
     implementation = tower_attention_implementation(tower_class, requested)
     if implementation != requested:  # SDPA asked for the whole model; this release's tower has only eager
         config.vision_config._attn_implementation = implementation
-    return tower_class(config.vision_config, add_pooling_layer=tower_class is SwinModel)
+    tower = tower_class(config.vision_config, add_pooling_layer=tower_class is SwinModel)
+    # Until CPU weight packing became opt-in, the tower's linear layers were swapped for packing ones here, which
+    # lost transformers' mark that the tower had initialised them, so the model's post_init drew them again.
+    # Dropping the mark keeps that draw: a seed gives the weights it gave (the quickstart's stay byte-identical).
+    for module in tower.modules():
+        if isinstance(module, nn.Linear):
+            module.__dict__.pop("_is_hf_initialized", None)
+    return tower
 
 
 # ----------------------------------------------------------------------------------------------------------------
