@@ -28,12 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Optional here: --shards, --parquet or --dataset can replace them (the sharded run reports a missing input).
     parser.add_argument("images", nargs="*",
                         help="image files or directories (searched recursively); or --shards, --parquet, --dataset")
-    parser.add_argument("--tags", default=None, help='steer every caption with these tags, e.g. "dog | grass"')
+    parser.add_argument("--tags", default=None, help='steer every caption with these tags, e.g. "dog | grass" (Tag2Text)')
     parser.add_argument("--threshold", type=probability, default=None,
                         help="tagging threshold in [0, 1] for every class (default: the model's per-class values)")
-    parser.add_argument("--num-beams", type=positive_int, default=None, help="beam width (default: the model's, 3)")
+    parser.add_argument("--num-beams", type=positive_int, default=None, help="beam width (default: the model's, 3; Tag2Text)")
     parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="maximum caption length in tokens, [DEC] and prompt included (default: the model's)")
+                        help="maximum caption length in tokens, [DEC] and prompt included (default: the model's; "
+                        "Tag2Text)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass")
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],

@@ -23,7 +23,7 @@ from .cli_args import HelpFormatter, UsageError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "caption": ("tag2text.hub.caption_command", "tag and caption images with a Tag2Text model"),
+    "caption": ("tag2text.hub.caption_command", "tag and caption images (Tag2Text), or tag them (RAM, RAM++)"),
     "convert": ("tag2text.hub.convert_command", "convert an original Tag2Text, RAM or RAM++ checkpoint"),
     "open-set": ("tag2text.hub.open_set_command", "give a RAM or RAM++ model your own tags (CLIP text embeddings)"),
     "export": ("tag2text.hub.export_command", "export a model to ONNX (tagger, encoder, decoder) for onnxruntime"),

@@ -120,14 +120,21 @@ def _load_clip(source: str):
     """``(CLIPTextModelWithProjection, tokenizer)`` of a directory or Hub repo id."""
     from transformers import AutoTokenizer, CLIPTextModelWithProjection
 
+    from ..processing.source_check import looks_like_hub_id
     from .model_source import ModelSourceError, _first_line
 
     path = os.path.expanduser(source)
-    if not os.path.exists(path) and "/" not in source:
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise ModelSourceError(f"--clip-model {source}: is a file, not a CLIP model directory")
+        where = path
+    elif looks_like_hub_id(source):
+        where = source  # offline: looked up in the Hugging Face cache
+    else:
         raise ModelSourceError(f"--clip-model {source}: no CLIP directory at {path}")
     try:
-        model = CLIPTextModelWithProjection.from_pretrained(path if os.path.exists(path) else source)
-        tokenizer = AutoTokenizer.from_pretrained(path if os.path.exists(path) else source)
+        model = CLIPTextModelWithProjection.from_pretrained(where)
+        tokenizer = AutoTokenizer.from_pretrained(where)
     except (OSError, ValueError) as error:
         raise ModelSourceError(f"--clip-model {source}: could not load a CLIP text model and tokenizer "
                                f"({_first_line(error)})") from error

@@ -221,6 +221,7 @@ def test_open_set_bad_inputs_are_one_line_and_write_nothing(converted, tmp_path,
         ("ram", {"--tags": write(tmp_path / "old.txt", "cat\nkayak\n"), "--add": None},
          r"--tags \S*old.txt: with --add, tags the model already has: 'cat'"),
         ("ram", {"--tags-chinese": write(tmp_path / "zh.txt", "一\n")}, r"--tags-chinese \S*zh.txt: 1 names for the 2"),
+        ("ram", {"--clip-model": tmp_path / "no_clip"}, r"--clip-model \S*no_clip: no CLIP directory at"),
     ]
     for number, (family, replace, pattern) in enumerate(cases):
         options = {"--model": converted[family], "--tags": good_tags, "--clip-model": FIXTURE / "clip_text",
@@ -233,6 +234,12 @@ def test_open_set_bad_inputs_are_one_line_and_write_nothing(converted, tmp_path,
         assert re.search("tag2text open-set: error: " + pattern, err[0]), err[0]
         assert not (tmp_path / f"out{number}").exists()
     assert not [name for name in os.listdir(tmp_path) if name.startswith(".tmp-open-set-")]
+    # An output directory that holds files is refused, and left as it was.
+    taken = tmp_path / "taken"
+    write(taken.mkdir() or taken / "keep.txt", "mine")
+    assert cli_main(["open-set", "--model", str(converted["ram"]), "--tags", str(good_tags), "--clip-model",
+                     str(FIXTURE / "clip_text"), "--output-dir", str(taken)]) == 2
+    assert "--output-dir" in capsys.readouterr().err and os.listdir(taken) == ["keep.txt"]
 
 
 def test_serve_answers_tags_in_english_and_chinese(converted):
