@@ -38,6 +38,7 @@ from .text_conventions import (
 from .version_compat import (
     INSTALLED_TRANSFORMERS,
     assisted_generation_supported,
+    fit_swin_absolute_positions,
     generation_cache_argument,
     model_inputs_for_forward,
     tower_attention_implementation,
@@ -292,6 +293,7 @@ def _vision_tower(config: Tag2TextConfig) -> nn.Module:
     if implementation != requested:  # SDPA asked for the whole model; this release's tower has only eager
         config.vision_config._attn_implementation = implementation
     tower = tower_class(config.vision_config, add_pooling_layer=tower_class is SwinModel)
+    fit_swin_absolute_positions(tower)  # transformers 5.0 allots one position row too many
     # Until CPU weight packing became opt-in, the tower's linear layers were swapped for packing ones here, which
     # lost transformers' mark that the tower had initialised them, so the model's post_init drew them again.
     # Dropping the mark keeps that draw: a seed gives the weights it gave (the quickstart's stay byte-identical).

@@ -195,6 +195,31 @@ def swin_has_split_qkv() -> bool:
     return any(".attention.q_proj." in name for name in names)
 
 
+@functools.lru_cache(maxsize=None)
+def swin_absolute_positions_have_extra_row() -> bool:
+    """Whether the installed ``SwinEmbeddings`` gives ``use_absolute_embeddings`` one position row more than
+    there are patches (transformers 5.0 allots a class position Swin has no token for, and its forward then
+    fails to add them: 257 rows against 256 patches); later releases allot one row per patch."""
+    config = transformers.SwinConfig(image_size=8, patch_size=4, embed_dim=4, depths=[1], num_heads=[1],
+                                     window_size=2, use_absolute_embeddings=True)
+    with torch.device("meta"):
+        rows = transformers.SwinModel(config, add_pooling_layer=False).embeddings.position_embeddings.shape[1]
+    return rows == (8 // 4) ** 2 + 1
+
+
+def fit_swin_absolute_positions(tower) -> None:
+    """Give a ``SwinModel`` built with absolute position embeddings one row per patch, as newer releases do and as
+    saved checkpoints hold them, where the installed release allots an extra row (see
+    :func:`swin_absolute_positions_have_extra_row`). Zeros, as transformers initialises them."""
+    positions = getattr(getattr(tower, "embeddings", None), "position_embeddings", None)
+    if positions is None or not swin_absolute_positions_have_extra_row():
+        return
+    rows = tower.embeddings.patch_embeddings.num_patches
+    if positions.shape[1] == rows + 1:
+        tower.embeddings.position_embeddings = torch.nn.Parameter(
+            torch.zeros(1, rows, positions.shape[2], dtype=positions.dtype, device=positions.device))
+
+
 def swin_block_parameter_names() -> dict[str, str]:
     """Role (``query``, ``key``, ``value``, ``attention_output``, ``relative_position_bias_table``, ``mlp_in``,
     ``mlp_out``) -> the installed ``SwinModel``'s parameter name inside a block (without ``.weight``/``.bias``)."""

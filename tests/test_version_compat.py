@@ -216,3 +216,22 @@ def test_the_cli_under_an_unsupported_transformers_exits_2_with_one_line(saved, 
     assert "Traceback" not in result.stderr
     assert ("tag2text caption: error: Tag2Text needs transformers>=5.0,<6 and torch>=2.13; installed: transformers "
             "4.57.6") in result.stderr.splitlines()[-1]
+
+
+def test_swin_absolute_positions_are_one_row_per_patch_and_run():
+    """The 'small' preset's Swin uses absolute position embeddings; transformers 5.0 allots a row too many and
+    its forward fails. After the fit every release has one row per patch (what checkpoints hold) and runs."""
+    from tag2text.modeling_tag2text import _vision_tower
+    from tag2text import preset_config
+
+    config = preset_config("small")
+    assert config.vision_config.use_absolute_embeddings
+    config.vision_config.update({"image_size": 64, "embed_dim": 16, "depths": [1, 1], "num_heads": [1, 2],
+                                 "window_size": 4})
+    tower = _vision_tower(config)
+    patches = tower.embeddings.patch_embeddings.num_patches
+    assert tuple(tower.embeddings.position_embeddings.shape) == (1, patches, 16)
+    assert torch.count_nonzero(tower.embeddings.position_embeddings) == 0  # transformers' initialisation
+    with torch.no_grad():
+        out = tower(pixel_values=torch.randn(2, 3, 64, 64))
+    assert out.last_hidden_state.shape[0] == 2
