@@ -90,10 +90,16 @@ def test_readme_evaluate_command(tmp_path, model, processor):
 
 def test_readme_convert_command_offline_names_the_tokenizer_fix(tmp_path):
     """As written, the conversion takes bert-base-uncased from the Hub; offline that is the first (and only)
-    error, naming the model and how to pass a vocab.txt, before the checkpoint is read."""
+    error, naming the model and how to pass a vocab.txt, once the checkpoint's keys have told the family (a
+    Tag2Text checkpoint needs a tokenizer, RAM++ none). The checkpoint is the tiny original-layout fixture,
+    saved as the released file is: ``{"model": state_dict}``."""
+    import torch
+    from safetensors.torch import load_file
+
     arguments = readme_command("tag2text convert ")
     assert "--tokenizer" not in arguments
-    (tmp_path / option(arguments, "--checkpoint")).write_bytes(b"not read before the tokenizer check")
+    state_dict = load_file(Path(__file__).parent / "fixtures" / "original_tiny" / "original_state_dict.safetensors")
+    torch.save({"model": state_dict}, tmp_path / option(arguments, "--checkpoint"))
     (tmp_path / option(arguments, "--tag-list")).write_text("dog\ncat\n")
     result = run_as_written(arguments, tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
