@@ -28,10 +28,3 @@ def pin_batches(device_type: str) -> bool:
     """
     return device_type == "cuda"
 
-
-def training_pin_memory(value: bool, given: bool, has_accelerator: bool) -> bool:
-    """``dataloader_pin_memory`` of a training run: a value the user gave is kept; the default (on) is turned
-    off when torch sees no accelerator, where the Trainer's DataLoader would warn and ignore it."""
-    if given:
-        return value
-    return value and has_accelerator

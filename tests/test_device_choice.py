@@ -12,7 +12,7 @@ from device_support import assert_rows_match, direct_rows
 from tag2text.hub import annotation_run
 from tag2text.hub.cli import main
 from tag2text.hub.cli_args import UsageError
-from tag2text.hub.device_choice import pin_batches, process_device, training_pin_memory
+from tag2text.hub.device_choice import pin_batches, process_device
 from tag2text.hub.model_source import load_model
 
 
@@ -31,16 +31,6 @@ def test_the_device_of_a_launched_process(requested, world, local_rank, chosen):
 def test_only_batches_for_cuda_are_pinned():
     assert pin_batches("cuda") is True
     assert pin_batches("cpu") is False and pin_batches("mps") is False
-
-
-@pytest.mark.parametrize("value,given,accelerator,pinned", [
-    (True, False, True, True),  # the default, with an accelerator: kept
-    (True, False, False, False),  # the default, without one: off (torch would warn and ignore it)
-    (True, True, False, True),  # asked for: kept, even where it does nothing
-    (False, True, True, False),  # turned off by the user: off
-])
-def test_training_pin_memory(value, given, accelerator, pinned):
-    assert training_pin_memory(value, given, accelerator) is pinned
 
 
 def test_annotation_names_cuda_local_rank_and_checks_it():
