@@ -27,6 +27,10 @@ row (reset after loading; the model's weights are resident, so they count).
         --original-code /work/ram_original [--families ram_plus ram] [--batch-sizes 1 8] [--rounds 2] \\
         [--backends original torch torch-packed ort-fp32 ort-int8] [--workdir DIR] [--keep]
 
+A ``--workdir`` kept from an earlier run (``--keep``) is reused: the original rebuilds the same weights from the
+seed, and the converted model and the exports found there are not made again (tags equal to the original's show
+that the weights still match). ``--profile`` prints torch.profiler operator tables instead of timing.
+
 ``--original-python``: a Python with the original's requirements (torch, transformers 4.26, timm 0.4.12,
 fairscale; a ``torchvision`` import stub is enough, nothing of it runs); ``--original-code``: a checkout of
 xinyu1205/recognize-anything (the folder holding the ``ram`` package; its ``ram/data`` tag lists are used).
@@ -366,17 +370,18 @@ def bench_family(args, family: str, root: Path) -> list[dict]:
     workers = {"original": original}
     try:
         notes["original_build_s"] = original.wait_ready()["build_s"]
-        start = time.perf_counter()
-        _convert(args, workdir)
-        notes["convert_s"] = round(time.perf_counter() - start, 1)
-        (workdir / "original.safetensors").unlink()
+        if not (workdir / "model" / "config.json").is_file():  # a kept --workdir reuses its converted model
+            start = time.perf_counter()
+            _convert(args, workdir)
+            notes["convert_s"] = round(time.perf_counter() - start, 1)
+            (workdir / "original.safetensors").unlink()
         backends = list(args.backends)
-        if any(b.startswith("ort-") for b in backends):
+        if any(b.startswith("ort-") for b in backends) and not (workdir / "onnx-fp32" / "tagger.onnx").is_file():
             notes["export_fp32"] = _run_once(args, "export-fp32", family, workdir)
             print(f"[{family}] export float32: {notes['export_fp32']} (load {_load_average()})", flush=True)
-            if "ort-int8" in backends:
-                notes["export_int8"] = _run_once(args, "export-int8", family, workdir)
-                print(f"[{family}] int8 copy: {notes['export_int8']}", flush=True)
+        if "ort-int8" in backends and not (workdir / "onnx-int8" / "tagger.onnx").is_file():
+            notes["export_int8"] = _run_once(args, "export-int8", family, workdir)
+            print(f"[{family}] int8 copy: {notes['export_int8']}", flush=True)
         torch_worker = None
         for backend in backends:
             if backend == "original":
