@@ -151,8 +151,11 @@ def _try_register(trigger: str) -> None:
         except Exception as error:  # never break the user's import of transformers
             # Only a fault of ours or of the environment (every transformers module is complete here); it
             # shows again, with its traceback, where tag2text.register_auto_classes() is called or a class is
-            # read from tag2text.
-            logger.warning("tag2text: registering the Auto classes after %s failed: %r", trigger, error)
+            # read from tag2text. An unsupported transformers or torch is not logged here: it is said once, in
+            # one line, by the first use of a class (and by the CLI), not twice. Compared by name: importing
+            # version_compat to compare classes would raise that very error again.
+            if type(error).__name__ != "UnsupportedVersionError":
+                logger.warning("tag2text: registering the Auto classes after %s failed: %r", trigger, error)
             _remove_finder()
         finally:
             _in_progress = False
