@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="Tag2Text model directory (model + processor) or Hub repo id, or a RAM / RAM++ directory")
+    parser.add_argument("--model", required=True,
+                        help="Tag2Text model directory (model + processor) or Hub repo id, or a RAM / RAM++ directory")
     parser.add_argument("--output-dir", required=True, help="directory to write the ONNX export to")
     parser.add_argument("--opset", type=int_at_least(18), default=18, help="ONNX opset (18 or newer; default 18)")
     parser.add_argument("--quantize", choices=["int8"], default=None,
