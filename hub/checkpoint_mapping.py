@@ -285,13 +285,30 @@ def convert_state_dict(original: dict, expected_shapes: dict) -> ConversionResul
             unused.append(key)
 
     # The tagging head's tensors are the interaction encoder's first layers (tied in the original).
+    merge_tagging_head(result, mapped, unused, tagging, prefix, "text_encoder.")
+    if tagging == {} and any(k.startswith("tag_encoder.") for k in original):
+        message = ("the checkpoint has no tagging_head.* / vision_multi.* tensors; the tagging head uses the "
+                   "tag_encoder's first layers it is tied to")
+        logger.warning(message)
+        result.warnings.append(message)
+
+    return complete_conversion(result, mapped, unused, expected_shapes, conflicts)
+
+
+def merge_tagging_head(result: ConversionResult, mapped: dict, unused: list, tagging: dict, prefix: str,
+                       head_prefix: str) -> None:
+    """Map the original tagging head's layers (``tagging``: sub-key -> tensor, found under ``prefix``) to
+    ``head_prefix`` + sub-key in ``mapped``; the head's embeddings and self-attention go to ``unused`` (the
+    original deletes them). A head tensor replaces a tied ``tag_encoder`` copy already mapped there (as the
+    original loader did), with a warning naming those whose values differ. Shared by Tag2Text's and RAM's
+    conversions."""
     differing = []
     for sub, tensor in tagging.items():
         source = prefix + sub
         if not sub.startswith("encoder.layer.") or ".attention." in sub:
             unused.append(source)  # the original deletes the head's embeddings and self-attention
             continue
-        our_key = "text_encoder." + sub
+        our_key = head_prefix + sub
         if our_key in mapped:
             previous, _ = mapped[our_key]
             if previous.shape != tensor.shape or not torch.equal(previous, tensor):
@@ -304,12 +321,15 @@ def convert_state_dict(original: dict, expected_shapes: dict) -> ConversionResul
         )
         logger.warning(message)
         result.warnings.append(message)
-    if tagging == {} and any(k.startswith("tag_encoder.") for k in original):
-        message = ("the checkpoint has no tagging_head.* / vision_multi.* tensors; the tagging head uses the "
-                   "tag_encoder's first layers it is tied to")
-        logger.warning(message)
-        result.warnings.append(message)
 
+
+def complete_conversion(result: ConversionResult, mapped: dict, unused, expected_shapes: dict, conflicts=(),
+                        new_prefixes: tuple = NEW_PARAMETER_PREFIXES) -> ConversionResult:
+    """Fill ``result.state_dict`` from ``mapped`` (our key -> (tensor, original key)) for every key of
+    ``expected_shapes``, and raise one :class:`CheckpointConversionError` listing every tensor written twice
+    (``conflicts``), every original tensor not used (``unused`` and mapped keys the model lacks), every model
+    tensor not filled and every shape that differs. Keys under ``new_prefixes`` are the model's own new
+    parameters; the computed buffers are left to the model. Shared by Tag2Text's and RAM's conversions."""
     # Tied in the original: the decoder's output weights are its input embeddings.
     decoder_weight = mapped.get("text_decoder.cls.predictions.decoder.weight")
     embeddings = mapped.get("text_decoder.bert.embeddings.word_embeddings.weight")
@@ -328,7 +348,7 @@ def convert_state_dict(original: dict, expected_shapes: dict) -> ConversionResul
                 mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} (from {mapped[key][1]}) vs model "
                                   f"{tuple(shape)}")
             result.state_dict[key] = tensor
-        elif key.startswith(NEW_PARAMETER_PREFIXES):
+        elif key.startswith(new_prefixes):
             result.new_keys.append(key)
         elif key.endswith(COMPUTED_BUFFER_SUFFIXES):
             result.computed_keys.append(key)

@@ -21,13 +21,14 @@ import logging
 import torch
 
 from .checkpoint_mapping import (
-    COMPUTED_BUFFER_SUFFIXES,
     CheckpointConversionError,
     ConversionResult,
     _list,
     _tagging_copy,
     _text_model_key,
+    complete_conversion,
     map_swin_key,
+    merge_tagging_head,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,56 +130,7 @@ def convert_ram_state_dict(original: dict, expected_shapes: dict, family: str) -
             mapped[target] = (tensor, key)
 
     head_prefix = "text_encoder." if family == RAM else "tagging_head."
-    differing = []
-    for sub, tensor in tagging.items():
-        source = prefix + sub
-        if not sub.startswith("encoder.layer.") or ".attention." in sub:
-            unused.append(source)  # the original deletes the head's embeddings and self-attention
-            continue
-        our_key = head_prefix + sub
-        if our_key in mapped:
-            previous = mapped[our_key][0]
-            if previous.shape != tensor.shape or not torch.equal(previous, tensor):
-                differing.append(f"tag_encoder.{sub}")
-        mapped[our_key] = (tensor, source)
-    if differing:
-        message = (f"{len(differing)} tag_encoder tensors differ from the tied {prefix}* copy, which is used (as the "
-                   f"original loader did): {_list(differing)}")
-        logger.warning(message)
-        result.warnings.append(message)
+    merge_tagging_head(result, mapped, unused, tagging, prefix, head_prefix)
 
-    decoder_weight = mapped.get("text_decoder.cls.predictions.decoder.weight")
-    embeddings = mapped.get("text_decoder.bert.embeddings.word_embeddings.weight")
-    if decoder_weight is not None and embeddings is not None and (
-            decoder_weight[0].shape != embeddings[0].shape or not torch.equal(decoder_weight[0], embeddings[0])):
-        raise CheckpointConversionError(
-            "text_decoder.cls.predictions.decoder.weight differs from text_decoder.bert.embeddings.word_embeddings."
-            "weight; the original ties them and so does this model")
-
-    missing, mismatched = [], []
-    for key, shape in expected_shapes.items():
-        if key in mapped:
-            tensor = mapped[key][0]
-            if tuple(tensor.shape) != tuple(shape):
-                mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} (from {mapped[key][1]}) vs model "
-                                  f"{tuple(shape)}")
-            result.state_dict[key] = tensor
-        elif key.endswith(COMPUTED_BUFFER_SUFFIXES):
-            result.computed_keys.append(key)
-        elif key == "text_decoder.cls.predictions.decoder.weight" and embeddings is not None:
-            result.state_dict[key] = embeddings[0]  # tied to the word embeddings
-        else:
-            missing.append(key)
-    unexpected = sorted(set(unused) | {f"{k} (from {mapped[k][1]})" for k in mapped if k not in expected_shapes})
-    problems = []
-    if unexpected:
-        problems.append(f"original tensors not used ({len(unexpected)}): {_list(unexpected)}")
-    if missing:
-        problems.append(f"model tensors not filled ({len(missing)}): {_list(missing)}")
-    if mismatched:
-        problems.append(f"shapes that differ ({len(mismatched)}): {_list(mismatched, 20)}")
-    if problems:
-        raise CheckpointConversionError(
-            "the checkpoint does not match the configuration:\n- " + "\n- ".join(problems)
-            + "\n(check the tag list length and the --vision-config/--med-config/--q2l-config files)")
-    return result
+    # RAM has no parameters beyond the original's, so every unfilled tensor is an error.
+    return complete_conversion(result, mapped, unused, expected_shapes, new_prefixes=())
