@@ -20,7 +20,7 @@ import math
 from transformers import AutoConfig, PretrainedConfig, SwinConfig
 
 from .version_compat import SUPPORTED_TRANSFORMERS  # noqa: F401  (first: an unsupported release stops here)
-from .configuration_tag2text import Tag2TextTextConfig, _build_sub_config, vision_hidden_size
+from .configuration_tag2text import Tag2TextTextConfig, _build_sub_config, released_swin_config, vision_hidden_size
 from .presets import PRESETS  # noqa: F401  (configuration_tag2text's lazily imported sibling, named so loaders copy it)
 from .text_conventions import TAG_SEPARATOR  # noqa: F401  (configuration_tag2text's sibling, imported directly)
 
@@ -57,23 +57,7 @@ class RamTaggingHeadConfig(Tag2TextTextConfig):
 
 def released_swin_large_config(image_size: int = 384) -> SwinConfig:
     """The released RAM / RAM++ vision tower: Swin-L (embed 192, depths 2/2/18/2, window 12 at 384 px)."""
-    return SwinConfig(
-        image_size=image_size,
-        patch_size=4,
-        num_channels=3,
-        embed_dim=192,
-        depths=[2, 2, 18, 2],
-        num_heads=[6, 12, 24, 48],
-        window_size=12 if image_size == 384 else 7,
-        mlp_ratio=4.0,
-        qkv_bias=True,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        drop_path_rate=0.1,
-        hidden_act="gelu",
-        use_absolute_embeddings=False,
-        layer_norm_eps=1e-5,
-    )
+    return released_swin_config(192, (6, 12, 24, 48), image_size, window_size=12 if image_size == 384 else 7)
 
 
 def _vision_config(value) -> PretrainedConfig:

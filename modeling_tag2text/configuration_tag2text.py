@@ -138,15 +138,18 @@ class Tag2TextTaggingConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
-def _released_swin_config() -> SwinConfig:
+def released_swin_config(embed_dim: int = 128, num_heads=(4, 8, 16, 32), image_size: int = 384,
+                          window_size: int = 12) -> SwinConfig:
+    """The Swin tower of the released checkpoints (depths 2/2/18/2, patch 4, no dropout, drop path 0.1);
+    the defaults are Tag2Text's Swin-B at 384 px, RAM / RAM++ pass Swin-L's width and heads."""
     return SwinConfig(
-        image_size=384,
+        image_size=image_size,
         patch_size=4,
         num_channels=3,
-        embed_dim=128,
+        embed_dim=embed_dim,
         depths=[2, 2, 18, 2],
-        num_heads=[4, 8, 16, 32],
-        window_size=12,
+        num_heads=list(num_heads),
+        window_size=window_size,
         mlp_ratio=4.0,
         qkv_bias=True,
         hidden_dropout_prob=0.0,
@@ -160,7 +163,7 @@ def _released_swin_config() -> SwinConfig:
 
 def _build_vision_config(value) -> PretrainedConfig:
     if value is None:
-        return _released_swin_config()
+        return released_swin_config()
     if isinstance(value, PretrainedConfig):
         if value.model_type not in VISION_CONFIG_CLASSES:
             raise ValueError(
