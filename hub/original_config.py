@@ -84,19 +84,25 @@ def load_json_config(value, name: str) -> dict:
     return data
 
 
+def read_text_lines(path, what: str) -> tuple[Path, list[str]]:
+    """The path and the lines of the UTF-8 text file ``path`` (``splitlines``, as the original reads its tag
+    lists); ``what`` names the file in the one-line error."""
+    path = Path(os.fspath(path))
+    if not path.is_file():
+        raise OriginalConfigError(f"{what}: no such file: {path}")
+    try:
+        return path, path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise OriginalConfigError(f"{what} {path} is not UTF-8 text ({error})") from error
+
+
 def read_tag_list(path) -> list[str]:
     """Tag names, one per line, read as the original does (``splitlines``, no trailing-newline entry).
 
     Blank lines are kept as tags only when they are inside the file, since the original indexes by line;
     an empty file is an error.
     """
-    path = Path(os.fspath(path))
-    if not path.is_file():
-        raise OriginalConfigError(f"tag list: no such file: {path}")
-    try:
-        names = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise OriginalConfigError(f"tag list {path} is not UTF-8 text ({error})") from error
+    path, names = read_text_lines(path, "tag list")
     if not names:
         raise OriginalConfigError(f"tag list {path} holds no tags")
     return names
@@ -185,6 +191,24 @@ def _token_ids(tokenizer) -> dict:
     return special_token_ids(tokenizer)
 
 
+def bert_layer_sizes(config: dict) -> dict:
+    """The BERT sizes, activation, dropouts and initialisation of an original ``med_config.json`` /
+    ``q2l_config.json`` (already checked by :func:`_check_bert_config`), with the original's defaults."""
+    return dict(
+        vocab_size=int(config["vocab_size"]),
+        hidden_size=int(config["hidden_size"]),
+        num_hidden_layers=int(config["num_hidden_layers"]),
+        num_attention_heads=int(config["num_attention_heads"]),
+        intermediate_size=int(config["intermediate_size"]),
+        hidden_act=config.get("hidden_act", "gelu"),
+        hidden_dropout_prob=float(config.get("hidden_dropout_prob", 0.1)),
+        attention_probs_dropout_prob=float(config.get("attention_probs_dropout_prob", 0.1)),
+        max_position_embeddings=int(config.get("max_position_embeddings", 512)),
+        initializer_range=float(config.get("initializer_range", 0.02)),
+        layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+    )
+
+
 def text_config_from_original(med: dict, name: str = "med config", tokenizer=None):
     """A :class:`Tag2TextTextConfig` from the original's ``med_config.json`` format.
 
@@ -210,20 +234,7 @@ def text_config_from_original(med: dict, name: str = "med config", tokenizer=Non
                 "and [ENC]; use the tokenizer the model was built with"
             )
         token_ids = _token_ids(tokenizer)
-    return Tag2TextTextConfig(
-        vocab_size=int(med["vocab_size"]),
-        hidden_size=hidden,
-        num_hidden_layers=int(med["num_hidden_layers"]),
-        num_attention_heads=int(med["num_attention_heads"]),
-        intermediate_size=int(med["intermediate_size"]),
-        hidden_act=med.get("hidden_act", "gelu"),
-        hidden_dropout_prob=float(med.get("hidden_dropout_prob", 0.1)),
-        attention_probs_dropout_prob=float(med.get("attention_probs_dropout_prob", 0.1)),
-        max_position_embeddings=int(med.get("max_position_embeddings", 512)),
-        initializer_range=float(med.get("initializer_range", 0.02)),
-        layer_norm_eps=float(med.get("layer_norm_eps", 1e-12)),
-        **token_ids,
-    )
+    return Tag2TextTextConfig(**bert_layer_sizes(med), **token_ids)
 
 
 def tagging_config_from_original(q2l: dict, med: dict, name: str = "q2l config"):

@@ -7,15 +7,15 @@ threshold file (``ram_tag_list_threshold.txt``: one float per line). The release
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 from .original_config import (
     RELEASED_MED_CONFIG,
     RELEASED_Q2L_CONFIG,
     OriginalConfigError,
     _check_bert_config,
+    bert_layer_sizes,
     load_json_config,
+    read_text_lines,
     text_config_from_original,
     vision_config_from_original,
 )
@@ -38,13 +38,7 @@ def read_threshold_file(path, num_tags: int | None = None) -> list[float]:
     Raises:
         OriginalConfigError: one line naming the file and the first bad line number (or the count mismatch).
     """
-    path = Path(os.fspath(path))
-    if not path.is_file():
-        raise OriginalConfigError(f"threshold file: no such file: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise OriginalConfigError(f"threshold file {path} is not UTF-8 text ({error})") from error
+    path, lines = read_text_lines(path, "threshold file")
     values = []
     for number, line in enumerate(lines, start=1):
         try:
@@ -63,13 +57,7 @@ def read_threshold_file(path, num_tags: int | None = None) -> list[float]:
 
 def read_chinese_tag_list(path, num_tags: int) -> list[str]:
     """Chinese names, one per line, kept byte for byte (trailing spaces included, as the original prints them)."""
-    path = Path(os.fspath(path))
-    if not path.is_file():
-        raise OriginalConfigError(f"Chinese tag list: no such file: {path}")
-    try:
-        names = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise OriginalConfigError(f"Chinese tag list {path} is not UTF-8 text ({error})") from error
+    path, names = read_text_lines(path, "Chinese tag list")
     if len(names) != num_tags:
         raise OriginalConfigError(f"Chinese tag list {path} has {len(names)} names for {num_tags} tags")
     return names
@@ -83,20 +71,7 @@ def tagging_head_config_from_original(q2l: dict, name: str = "q2l config"):
     heads = int(q2l["num_attention_heads"])
     if int(q2l["hidden_size"]) % heads:
         raise OriginalConfigError(f"{name}: hidden_size={q2l['hidden_size']} is not a multiple of {heads} heads")
-    return RamTaggingHeadConfig(
-        vocab_size=int(q2l["vocab_size"]),
-        hidden_size=int(q2l["hidden_size"]),
-        num_hidden_layers=int(q2l["num_hidden_layers"]),
-        num_attention_heads=heads,
-        intermediate_size=int(q2l["intermediate_size"]),
-        hidden_act=q2l.get("hidden_act", "gelu"),
-        hidden_dropout_prob=float(q2l.get("hidden_dropout_prob", 0.1)),
-        attention_probs_dropout_prob=float(q2l.get("attention_probs_dropout_prob", 0.1)),
-        max_position_embeddings=int(q2l.get("max_position_embeddings", 512)),
-        initializer_range=float(q2l.get("initializer_range", 0.02)),
-        layer_norm_eps=float(q2l.get("layer_norm_eps", 1e-12)),
-        pad_token_id=int(q2l.get("pad_token_id", 0)),
-    )
+    return RamTaggingHeadConfig(**bert_layer_sizes(q2l), pad_token_id=int(q2l.get("pad_token_id", 0)))
 
 
 def ram_config_from_original(family: str, tag_names: list[str], tag_names_chinese=None, class_thresholds=None,
