@@ -42,7 +42,7 @@ from .generation_original import original_beam_search  # noqa: F401  (sibling cl
 from .presets import PRESETS  # noqa: F401  (sibling closure of modeling_tag2text)
 from .text_conventions import TAG_SEPARATOR  # noqa: F401  (sibling closure of modeling_tag2text)
 from .tag_output import Tag2TextTagOutput
-from .modeling_tag2text import _vision_tower, asymmetric_loss
+from .modeling_tag2text import _vision_tower, asymmetric_loss, init_bert_module
 from .modeling_tag2text_text import Tag2TextEncoder, Tag2TextLMPredictionHead, Tag2TextTextDecoder, Tag2TextTextModel
 
 logger = logging.getLogger(__name__)
@@ -149,15 +149,8 @@ class RamPreTrainedModel(PreTrainedModel):
             init.normal_(module.label_embed, mean=0.0, std=module.label_embed.shape[-1] ** -0.5)
             if getattr(module, "reweight_scale", None) is not None:
                 init.constant_(module.reweight_scale, RAM_PLUS_REWEIGHT_SCALE)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+            init_bert_module(module, std)
         elif isinstance(module, Tag2TextLMPredictionHead):
             init.zeros_(module.bias)
 

@@ -271,19 +271,24 @@ class Tag2TextPreTrainedModel(PreTrainedModel):
             bound = 1.0 / math.sqrt(module.classifier_weight.shape[1])
             init.uniform_(module.classifier_weight, -bound, bound)
             init.uniform_(module.classifier_bias, -bound, bound)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, mean=0.0, std=std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+        elif isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+            init_bert_module(module, std)
         elif isinstance(module, Tag2TextTemperature):
             init.constant_(module.logit_temperature, self.config.itc_temperature)
         elif isinstance(module, Tag2TextLMPredictionHead):
             init.zeros_(module.bias)
+
+
+def init_bert_module(module: nn.Linear | nn.Embedding | nn.LayerNorm, std: float) -> None:
+    """BERT's initialisation of a Linear (N(0, std), zero bias), Embedding (N(0, std)) or LayerNorm (ones,
+    zeros): Tag2Text's and RAM's ``_init_weights`` share it."""
+    if isinstance(module, nn.LayerNorm):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+        return
+    init.normal_(module.weight, mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        init.zeros_(module.bias)
 
 
 def _vision_tower(config: Tag2TextConfig) -> nn.Module:
