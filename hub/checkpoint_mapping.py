@@ -164,6 +164,17 @@ def map_swin_key(key: str, tensor: torch.Tensor):
     return None if target is None else [(prefix + target, tensor)]
 
 
+def vision_targets(key: str, tensor: torch.Tensor, result: ConversionResult, unused: list) -> list:
+    """Our ``vision_model.*`` (key, tensor) pairs for the original ``visual_encoder.*`` ``key``; a key with
+    none is recorded in ``unused`` (not ours) or ``result.dropped_keys`` (a buffer we recompute)."""
+    targets = map_swin_key(key[len("visual_encoder."):], tensor)
+    if targets is None:
+        unused.append(key)
+    elif not targets:
+        result.dropped_keys.append(key)
+    return [("vision_model." + sub, value) for sub, value in targets or []]
+
+
 def _text_model_key(key: str):
     """Sub-key of a BLIP-style BertModel -> ours (same names; the position_ids buffer is dropped)."""
     if key == "embeddings.position_ids":
@@ -230,13 +241,8 @@ def convert_state_dict(original: dict, expected_shapes: dict) -> ConversionResul
         if key.startswith(_TAGGING_PREFIXES):
             continue  # handled below, after the tag encoder, so that its copy wins
         if key.startswith("visual_encoder."):
-            targets = map_swin_key(key[len("visual_encoder."):], tensor)
-            if targets is None:
-                unused.append(key)
-            elif not targets:
-                result.dropped_keys.append(key)
-            for sub, value in targets or []:
-                put("vision_model." + sub, value, key)
+            for our_key, value in vision_targets(key, tensor, result, unused):
+                put(our_key, value, key)
         elif key.startswith("tag_encoder."):
             sub = _text_model_key(key[len("tag_encoder."):])
             if sub is None:

@@ -27,8 +27,8 @@ from .checkpoint_mapping import (
     _tagging_copy,
     _text_model_key,
     complete_conversion,
-    map_swin_key,
     merge_tagging_head,
+    vision_targets,
 )
 
 logger = logging.getLogger(__name__)
@@ -93,13 +93,8 @@ def convert_ram_state_dict(original: dict, expected_shapes: dict, family: str) -
         if key in ("label_embed", "reweight_scale") or key.startswith(_SAME_NAME_PREFIXES):
             target = key
         elif key.startswith("visual_encoder."):
-            targets = map_swin_key(key[len("visual_encoder."):], tensor)
-            if targets is None:
-                unused.append(key)
-            elif not targets:
-                result.dropped_keys.append(key)
-            for sub, value in targets or []:
-                mapped["vision_model." + sub] = (value, key)
+            for our_key, value in vision_targets(key, tensor, result, unused):
+                mapped[our_key] = (value, key)
             continue
         elif key.startswith("tag_encoder.") and family == RAM:
             sub = _text_model_key(key[len("tag_encoder."):])
