@@ -119,8 +119,10 @@ def stage_time(workdir: Path, backend: str, batch_size: int, repeats: int) -> di
         import torch
 
         from tag2text import Tag2TextForCaptioning
+        from tag2text.cpu_packing import pack_cpu_weights
 
-        model = Tag2TextForCaptioning.from_pretrained(workdir / "model").eval()
+        # The CLI's CPU path: packing is opt-in in the library, and caption/annotate/serve turn it on.
+        model = pack_cpu_weights(Tag2TextForCaptioning.from_pretrained(workdir / "model").eval())
         tensor = torch.from_numpy(pixels)
         with torch.no_grad():
             model.generate(tensor[:1], num_beams=1, max_length=6, min_length=6)  # warm-up (packs the weights)
