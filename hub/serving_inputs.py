@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 from dataclasses import dataclass
 
 from PIL import Image
+
+from ..training.option_values import parse_number
 
 # Fields each endpoint accepts; anything else is an error rather than silently ignored.
 CAPTION_FIELDS = ("image", "tags", "threshold", "num_beams", "max_new_tokens")
@@ -105,32 +106,20 @@ def check_fields(fields, allowed) -> None:
         raise RequestError(400, "missing field 'image' (an image file, or base64 in JSON)")
 
 
-def _number(name: str, value, kind):
-    """``value`` as ``kind`` from JSON (a number) or a form (a string); booleans are not numbers."""
-    if isinstance(value, bool):
-        raise RequestError(400, f"field {name!r} must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            value = kind(value.strip())
-        except ValueError:
-            raise RequestError(400, f"field {name!r} must be {'an integer' if kind is int else 'a number'}, "
-                                    f"got {value!r}") from None
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is int and not isinstance(value, int):
-        raise RequestError(400, f"field {name!r} must be an integer, got {value!r}")
-    if kind is float and not isinstance(value, (int, float)):
-        raise RequestError(400, f"field {name!r} must be a number, got {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise RequestError(400, f"field {name!r} must be finite, got {value!r}")
-    return kind(value)
-
-
-def _integer_in(name: str, value, low: int, high: int) -> int:
-    number = _number(name, value, int)
-    if not low <= number <= high:
-        raise RequestError(400, f"field {name!r} must be between {low} and {high}, got {number}")
-    return number
+def _number(name: str, value, kind, low=None, high=None):
+    """``value`` as ``kind`` in ``[low, high]``, from JSON (a number) or a form (a string), read by the one number
+    parser of the project; its message is given as this field's (``field 'x' must be ...``)."""
+    # JSON's true/false are ints to Python, and a list or object is no number: refused before parsing.
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise RequestError(400, f"field {name!r} must be {'an integer' if kind is int else 'a number'}, "
+                                f"got {value!r}")
+    try:
+        return parse_number(value.strip() if isinstance(value, str) else value, kind, at_least=low, at_most=high)
+    except ValueError as error:
+        message = str(error)
+        if message.startswith("expected "):
+            message = "must be " + message[len("expected "):]
+        raise RequestError(400, f"field {name!r} {message}") from None
 
 
 def _tags(value):
@@ -150,14 +139,12 @@ def parse_options(fields: dict, allowed, limits: Limits) -> RequestOptions:
     check_fields(fields, allowed)
     options = {}
     if fields.get("threshold") is not None:
-        threshold = _number("threshold", fields["threshold"], float)
-        if not 0.0 <= threshold <= 1.0:
-            raise RequestError(400, f"field 'threshold' must be between 0 and 1, got {threshold}")
-        options["threshold"] = threshold
+        options["threshold"] = _number("threshold", fields["threshold"], float, 0, 1)
     if fields.get("num_beams") is not None:
-        options["num_beams"] = _integer_in("num_beams", fields["num_beams"], 1, limits.max_num_beams)
+        options["num_beams"] = _number("num_beams", fields["num_beams"], int, 1, limits.max_num_beams)
     if fields.get("max_new_tokens") is not None:
-        options["max_new_tokens"] = _integer_in("max_new_tokens", fields["max_new_tokens"], 1, limits.max_new_tokens)
+        options["max_new_tokens"] = _number("max_new_tokens", fields["max_new_tokens"], int, 1,
+                                            limits.max_new_tokens)
     if fields.get("tags") is not None:
         options["tags"] = _tags(fields["tags"])
     return RequestOptions(**options)
