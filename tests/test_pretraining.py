@@ -367,11 +367,18 @@ def test_two_processes_contrast_and_match_against_the_global_batch(setup, tmp_pa
     env = support.subprocess_env()
     env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     rows = [(0, 4), (4, 6)]
+    # Each process logs to a file, not a pipe: a pipe read only after the other process ends fills up (transformers
+    # 5.0's loading progress bar writes a line per tensor) and blocks its writer while the other waits for it in
+    # all_gather.
+    log_files = [open(tmp_path / f"r{rank}.log", "w") for rank in range(len(rows))]
     procs = [subprocess.Popen([support.PYTHON, str(script), str(rank), str(tmp_path / "model"),
                                str(tmp_path / "batch.pt"), str(start), str(stop), str(SEED + rank),
-                               str(tmp_path / f"r{rank}.json")], env=env, stdout=subprocess.PIPE,
+                               str(tmp_path / f"r{rank}.json")], env=env, stdout=log_files[rank],
                               stderr=subprocess.STDOUT, text=True) for rank, (start, stop) in enumerate(rows)]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, log_file in zip(procs, log_files):
+        proc.wait(timeout=300)
+        log_file.close()
+    logs = [(tmp_path / f"r{rank}.log").read_text() for rank in range(len(rows))]
     assert all(p.returncode == 0 for p in procs), [log[-3000:] for log in logs]
     for rank, span in enumerate(rows):
         got = json.loads((tmp_path / f"r{rank}.json").read_text())
