@@ -22,13 +22,13 @@ SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 TRANSFORMERS_OLDEST ?= 5.0.0
 TRANSFORMERS_NEWEST ?= 5.25.0
 # Models, processor, generation, remote code from a saved directory without the package, pipelines, the
-# plain-Trainer recipe and conversion parity.
+# plain-Trainer recipe, conversion parity, the pre-training losses (two gloo processes included) and retrieval.
 COMPAT_TESTS ?= tests/test_version_compat.py tests/test_processing.py tests/test_hub_payload.py \
 	tests/test_conversion.py tests/test_conversion_parity.py tests/test_attention_masks.py tests/test_modeling.py \
 	tests/test_model_contract.py tests/test_generation.py tests/test_cpu_inference.py tests/test_cli_caption.py \
 	tests/test_cli_readme.py tests/test_auto_registration.py tests/test_readme_finetune.py \
 	tests/test_training_plain_trainer.py tests/test_ram_parity.py tests/test_ram_conversion.py \
-	tests/test_ram_open_set.py
+	tests/test_ram_open_set.py tests/test_pretraining.py tests/test_retrieval.py
 
 .PHONY: quickstart test install system-packages compat
 
