@@ -84,7 +84,49 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-logits.astype(np.float32)))).astype(np.float32)
 
 
-class OnnxTag2Text:
+class OnnxImageInputs:
+    """Pixel values for an onnxruntime runner, as Tag2TextImageProcessor computes them (numpy and PIL only): the
+    one reading of the exported processor settings, shared by :class:`OnnxTag2Text` and the RAM tagger. A
+    runner names the error it raises for bad inputs in ``input_error``."""
+
+    input_error = OnnxModelError
+
+    def _read_image_settings(self, image_settings: dict) -> None:
+        self.image_size = int(image_settings["size"])
+        self.resample = image_settings.get("resample", "bilinear")
+        # The processor's settings as Tag2TextImageProcessor reads them (its defaults where a key is absent).
+        self.rescale_factor = (float(image_settings.get("rescale_factor", 1 / 255))
+                               if image_settings.get("do_rescale", True) else None)
+        normalize = image_settings.get("do_normalize", True)
+        self.image_mean = list(image_settings["image_mean"]) if normalize else None
+        self.image_std = list(image_settings["image_std"]) if normalize else None
+
+    def preprocess(self, images) -> np.ndarray:
+        """(batch, 3, size, size) float32 pixel values, as Tag2TextImageProcessor computes them."""
+        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
+            items = list(images)
+        else:
+            items = [images]
+        if not items:
+            raise ImageInputError("no images were given")
+        images = [to_rgb_image(item, index) for index, item in enumerate(items)]
+        return pixel_arrays(images, self.image_size, self.image_size, self.resample, self.rescale_factor,
+                            self.image_mean, self.image_std)
+
+    def _pixels(self, images, pixel_values) -> np.ndarray:
+        if (images is None) == (pixel_values is None):
+            raise self.input_error("pass exactly one of images and pixel_values")
+        if pixel_values is None:
+            return self.preprocess(images)
+        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        expected = (3, self.image_size, self.image_size)
+        if pixel_values.ndim != 4 or pixel_values.shape[1:] != expected:
+            raise self.input_error(f"pixel_values must have shape (batch, {', '.join(map(str, expected))}), "
+                                   f"got {pixel_values.shape}")
+        return pixel_values
+
+
+class OnnxTag2Text(OnnxImageInputs):
     """Tag2Text inference on onnxruntime; build it with :meth:`from_pretrained`."""
 
     def __init__(self, directory: Path, sessions: dict, manifest: dict, config: dict, generation: dict,
@@ -108,14 +150,7 @@ class OnnxTag2Text:
         self.pad_id = int(pad) if pad is not None else int(self.token_ids["pad"])
         self.tag_token_ids = config["tag_token_ids"]
         self.tag_separator_token_ids = config["tag_separator_token_ids"]
-        self.image_size = int(image_settings["size"])
-        self.resample = image_settings.get("resample", "bilinear")
-        # The processor's settings as Tag2TextImageProcessor reads them (its defaults where a key is absent).
-        self.rescale_factor = (float(image_settings.get("rescale_factor", 1 / 255))
-                               if image_settings.get("do_rescale", True) else None)
-        normalize = image_settings.get("do_normalize", True)
-        self.image_mean = list(image_settings["image_mean"]) if normalize else None
-        self.image_std = list(image_settings["image_std"]) if normalize else None
+        self._read_image_settings(image_settings)
         self.tokenizer = tokenizer
         self._check_generation_config()
 
@@ -167,34 +202,6 @@ class OnnxTag2Text:
                     f"{os.fspath(self.directory / 'generation_config.json')!r}: {key}={value!r} is not supported by "
                     "the ONNX runtime (greedy and beam search only)"
                 )
-
-    # -- inputs ------------------------------------------------------------------------------------------------
-
-    def preprocess(self, images) -> np.ndarray:
-        """(batch, 3, size, size) float32 pixel values, as Tag2TextImageProcessor computes them."""
-        if isinstance(images, (list, tuple)):
-            items = list(images)
-        elif isinstance(images, np.ndarray) and images.ndim == 4:
-            items = list(images)
-        else:
-            items = [images]
-        if not items:
-            raise ImageInputError("no images were given")
-        images = [to_rgb_image(item, index) for index, item in enumerate(items)]
-        return pixel_arrays(images, self.image_size, self.image_size, self.resample, self.rescale_factor,
-                            self.image_mean, self.image_std)
-
-    def _pixels(self, images, pixel_values):
-        if (images is None) == (pixel_values is None):
-            raise OnnxModelError("pass exactly one of images and pixel_values")
-        if pixel_values is None:
-            return self.preprocess(images)
-        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
-        expected = (3, self.image_size, self.image_size)
-        if pixel_values.ndim != 4 or pixel_values.shape[1:] != expected:
-            raise OnnxModelError(f"pixel_values must have shape (batch, {', '.join(map(str, expected))}), "
-                                 f"got {pixel_values.shape}")
-        return pixel_values
 
     # -- tagging -----------------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_loading import ImageInputError, pixel_arrays, to_rgb_image
+from .onnx import OnnxImageInputs
 from .tag_output import Tag2TextTagOutput
 
 MANIFEST = "onnx_config.json"
@@ -61,8 +61,10 @@ def is_ram_export(directory) -> bool:
     return _read_json(path).get("family") in FAMILIES
 
 
-class OnnxRamTagger:
+class OnnxRamTagger(OnnxImageInputs):
     """A RAM / RAM++ tagger on onnxruntime; build it with :meth:`from_pretrained`."""
+
+    input_error = OnnxRamError
 
     def __init__(self, directory: Path, session, manifest: dict, config: dict, image_settings: dict):
         self.directory = directory
@@ -78,14 +80,7 @@ class OnnxRamTagger:
         if len(self.thresholds) != len(self.tag_names):
             raise OnnxRamError(f"{os.fspath(directory)!r}: {len(self.thresholds)} thresholds for "
                                f"{len(self.tag_names)} tags")
-        self.image_size = int(image_settings["size"])
-        self.resample = image_settings.get("resample", "bilinear")
-        # The processor's settings as Tag2TextImageProcessor reads them (its defaults where a key is absent).
-        self.rescale_factor = (float(image_settings.get("rescale_factor", 1 / 255))
-                               if image_settings.get("do_rescale", True) else None)
-        normalize = image_settings.get("do_normalize", True)
-        self.image_mean = list(image_settings["image_mean"]) if normalize else None
-        self.image_std = list(image_settings["image_std"]) if normalize else None
+        self._read_image_settings(image_settings)
 
     @classmethod
     def from_pretrained(cls, directory, providers=None, session_options=None) -> "OnnxRamTagger":
@@ -110,32 +105,6 @@ class OnnxRamTagger:
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
         session = ort.InferenceSession(os.fspath(path), sess_options=session_options, providers=providers)
         return cls(root, session, manifest, config, _read_json(settings_path))
-
-    # -- inputs ------------------------------------------------------------------------------------------------
-
-    def preprocess(self, images) -> np.ndarray:
-        """(batch, 3, size, size) float32 pixel values, as Tag2TextImageProcessor computes them."""
-        if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.ndim == 4):
-            items = list(images)
-        else:
-            items = [images]
-        if not items:
-            raise ImageInputError("no images were given")
-        images = [to_rgb_image(item, index) for index, item in enumerate(items)]
-        return pixel_arrays(images, self.image_size, self.image_size, self.resample, self.rescale_factor,
-                            self.image_mean, self.image_std)
-
-    def _pixels(self, images, pixel_values) -> np.ndarray:
-        if (images is None) == (pixel_values is None):
-            raise OnnxRamError("pass exactly one of images and pixel_values")
-        if pixel_values is None:
-            return self.preprocess(images)
-        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
-        expected = (3, self.image_size, self.image_size)
-        if pixel_values.ndim != 4 or pixel_values.shape[1:] != expected:
-            raise OnnxRamError(f"pixel_values must have shape (batch, {', '.join(map(str, expected))}), "
-                               f"got {pixel_values.shape}")
-        return pixel_values
 
     # -- tagging -----------------------------------------------------------------------------------------------
 
