@@ -60,15 +60,12 @@ def read_tag_file(path: str, option: str) -> list[str]:
     names = [name for name in names if name]
     if not names:
         raise UsageError(f"{option} {path}: the file holds no tag names")
-    seen, repeated = set(), []
-    for name in names:
-        if name in seen and name not in repeated:
-            repeated.append(name)
-        seen.add(name)
-    if repeated:
-        shown = ", ".join(map(repr, repeated[:10])) + (" ..." if len(repeated) > 10 else "")
-        raise UsageError(f"{option} {path}: {len(repeated)} tag(s) appear more than once: {shown}")
-    return names
+    from ..ram_open_set import OpenSetError, check_tags  # the library's rule for a tag list, said for this file
+
+    try:
+        return check_tags(names)
+    except OpenSetError as error:
+        raise UsageError(f"{option} {path}: {error}") from None
 
 
 def read_chinese_file(path: str, count: int) -> list[str]:

@@ -98,7 +98,8 @@ def check_tags(tags) -> list[str]:
             duplicates.append(tag)
         seen.add(tag)
     if duplicates:
-        raise OpenSetError(f"tags appear more than once: {duplicates[:10]}")
+        shown = ", ".join(map(repr, duplicates[:10])) + (" ..." if len(duplicates) > 10 else "")
+        raise OpenSetError(f"{len(duplicates)} tag(s) appear more than once: {shown}")
     return tags
 
 
