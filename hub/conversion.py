@@ -151,8 +151,11 @@ def load_original_checkpoint(path) -> dict:
             "extract its weights once: torch.save(torch.load(PATH, weights_only=False)['model'], 'weights.pth'), "
             "and convert weights.pth."
         ) from error
-    except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointConversionError(f"checkpoint {path} is not a readable PyTorch file ({error})") from error
+    # A file that is not a PyTorch checkpoint at all reaches the weights-only unpickler as noise, which fails with
+    # whatever lookup its bytes break first (KeyError, IndexError, ...): every such failure is the same fault.
+    except (RuntimeError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
+        raise CheckpointConversionError(
+            f"checkpoint {path} is not a readable PyTorch file ({type(error).__name__}: {error})") from error
     return unwrap_state_dict(checkpoint, str(path))
 
 

@@ -266,6 +266,10 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
     assert "truncated.pth" in _bad(tmp_path, capsys, "ram", **{"--checkpoint": truncated})
 
+    text = tmp_path / "notes.pth"  # not a PyTorch file at all: the unpickler fails on noise (a KeyError here)
+    text.write_text("junk\n")
+    assert "notes.pth is not a readable PyTorch file" in _bad(tmp_path, capsys, "ram", **{"--checkpoint": text})
+
     short = tmp_path / "short_tags.txt"
     short.write_text("\n".join((FIXTURE / "tag_list.txt").read_text().splitlines()[:29]))
     err = _bad(tmp_path, capsys, "ram", **{"--tag-list": short})
