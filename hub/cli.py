@@ -65,11 +65,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     # Imported here: these modules are light, but main() should not need them to print --help.
+    from ..processing.clip_text import ClipLoadError
     from ..processing.source_check import TokenizerLoadError
     from ..training.arguments import TrainingArgumentError
     from .model_source import ModelSourceError
 
-    return UsageError, TokenizerLoadError, ModelSourceError, TrainingArgumentError
+    return UsageError, TokenizerLoadError, ModelSourceError, TrainingArgumentError, ClipLoadError
 
 
 def _unsupported_version(error: ImportError) -> bool:

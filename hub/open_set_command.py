@@ -115,27 +115,13 @@ def _check_output_dir(path: str) -> None:
 
 def _load_clip(source: str):
     """``(CLIPTextModelWithProjection, tokenizer)`` of a directory or Hub repo id."""
-    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+    from ..processing.clip_text import ClipLoadError, load_clip_text_tower
+    from .model_source import ModelSourceError
 
-    from ..processing.source_check import looks_like_hub_id
-    from .model_source import ModelSourceError, _first_line
-
-    path = os.path.expanduser(source)
-    if os.path.exists(path):
-        if not os.path.isdir(path):
-            raise ModelSourceError(f"--clip-model {source}: is a file, not a CLIP model directory")
-        where = path
-    elif looks_like_hub_id(source):
-        where = source  # offline: looked up in the Hugging Face cache
-    else:
-        raise ModelSourceError(f"--clip-model {source}: no CLIP directory at {path}")
     try:
-        model = CLIPTextModelWithProjection.from_pretrained(where)
-        tokenizer = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError) as error:
-        raise ModelSourceError(f"--clip-model {source}: could not load a CLIP text model and tokenizer "
-                               f"({_first_line(error)})") from error
-    return model.eval(), tokenizer
+        return load_clip_text_tower(source, "--clip-model")
+    except ClipLoadError as error:
+        raise ModelSourceError(str(error)) from error
 
 
 def run(args) -> int:

@@ -62,6 +62,15 @@ def check_arguments(args) -> None:
             resolve_model_source(args.init_from, option="--init-from")
         except ModelSourceError as error:
             raise UsageError(str(error)) from None
+    clip_model = getattr(args, "clip_model", None)
+    if clip_model:
+        from ..training.ram_setup import tagging_family
+
+        if tagging_family(args.init_from) is None:
+            raise UsageError(f"--clip-model {clip_model}: only a RAM / RAM++ fine-tune (--init-from a RAM or RAM++ "
+                             "model) embeds new tags with CLIP")
+        if missing_local_source(clip_model):
+            raise UsageError(f"--clip-model {clip_model}: no such CLIP model directory")
     elif args.model_config not in PRESETS and not os.path.isfile(args.model_config):
         raise UsageError(f"--model-config {args.model_config}: neither a preset ({', '.join(sorted(PRESETS))}) "
                          "nor a config.json file")

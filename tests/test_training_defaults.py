@@ -130,7 +130,8 @@ def test_options_are_hf_argument_parsers_and_only_given_training_options_are_set
     assert vars(ours.parse_args(["--no-augment"]))["augment"] is False
     assert "augment" in vars(ours.parse_args([])) and vars(ours.parse_args([]))["augment"] is None
     text = " ".join(ours.format_help().split())
-    assert "(default: 0.001 from scratch, 5e-05 with --init-from)" in text
+    assert ("(default: 0.001 from scratch, 5e-05 with --init-from, 5e-06 with --init-from a RAM / RAM++ model)"
+            in text)
     assert "(default: linear)" not in text and "cosine from scratch, cosine with --init-from" in text
 
 

@@ -45,6 +45,11 @@ class ModelArguments:
         "help": "Probability threshold of every tag in the trained model (default: the config's)."})
     image_size: int | None = field(default=None, metadata={
         "help": "Input resolution of a new model (default: the config's)."})
+    clip_model: str | None = field(default=None, metadata={
+        "help": "RAM / RAM++ fine-tuning: a CLIP text tower (directory or Hub id with CLIPTextModelWithProjection "
+                "and its tokenizer; CLIP ViT-B/16 for the released models) to start the label embeddings of tags "
+                "the model does not have from their names. Without it they start from the mean of the model's "
+                "label embeddings."})
     scratch_init: bool = field(default=True, metadata={
         "help": "For a new model: small tag queries and sine-cosine position embeddings instead of the released "
                 "initialisation (learns much faster from scratch; see model_setup.scratch_init)."})
@@ -142,9 +147,18 @@ FINETUNE_DEFAULTS = {"learning_rate": 5e-5, "warmup_steps": 0.05, "lr_scheduler_
                      "loss_weights": "tag=1,lm=1,itc=1,itm=1", "tag_loss_scale": "lm", "logging_steps": 0.02}
 
 
-def run_defaults(init_from: str | None, given: dict) -> dict:
-    """The training values chosen for this run where the user gave none: ``{field: value}``."""
-    table = FINETUNE_DEFAULTS if init_from else SCRATCH_DEFAULTS
+# Fine-tuning RAM / RAM++: the original's fine-tuning learning rate (configs/finetune.yaml: init_lr 5e-06, weight
+# decay 0.05, cosine); one loss, so no loss weights.
+RAM_FINETUNE_DEFAULTS = {"learning_rate": 5e-6, "warmup_steps": 0.05, "lr_scheduler_type": "cosine",
+                         "weight_decay": 0.05, "logging_steps": 0.02}
+# Options of the four Tag2Text losses, refused for RAM / RAM++ rather than silently ignored.
+TAG2TEXT_LOSS_OPTIONS = ("loss_weights", "tag_loss_scale")
+
+
+def run_defaults(init_from: str | None, given: dict, family: str | None = None) -> dict:
+    """The training values chosen for this run where the user gave none: ``{field: value}``. ``family``:
+    ``"ram"`` / ``"ram_plus"`` when ``init_from`` is a RAM / RAM++ model."""
+    table = RAM_FINETUNE_DEFAULTS if family else FINETUNE_DEFAULTS if init_from else SCRATCH_DEFAULTS
     return {name: value for name, value in table.items() if name not in given}
 
 
@@ -176,6 +190,9 @@ def argument_parser(**kwargs) -> argparse.ArgumentParser:
         if action.dest in SCRATCH_DEFAULTS or action.dest in FINETUNE_DEFAULTS:
             default = (f"{SCRATCH_DEFAULTS.get(action.dest, default)} from scratch, "
                        f"{FINETUNE_DEFAULTS.get(action.dest, default)} with --init-from")
+            if action.dest in RAM_FINETUNE_DEFAULTS and \
+                    RAM_FINETUNE_DEFAULTS[action.dest] != FINETUNE_DEFAULTS.get(action.dest):
+                default += f", {RAM_FINETUNE_DEFAULTS[action.dest]} with --init-from a RAM / RAM++ model"
         elif hasattr(default, "value"):  # an Enum member
             default = default.value
         if default is not None and default != "" and action.const is not False:  # not the --no-X of a flag
@@ -207,7 +224,16 @@ def dataclasses_from_namespace(namespace) -> tuple:
     given = {f.name: values[f.name] for f in _training_fields() if f.name in values}
     if isinstance(given.get("debug"), list):
         given["debug"] = " ".join(str(getattr(option, "value", option)) for option in given["debug"])
-    chosen = run_defaults(own[0].init_from, given)
+    from .ram_setup import tagging_family
+
+    family = tagging_family(own[0].init_from)
+    if family is not None:
+        for name in TAG2TEXT_LOSS_OPTIONS:
+            if name in given:
+                raise TrainingArgumentError(f"{option_name(name)} {given[name]}: does not apply to a RAM / RAM++ "
+                                            f"model (--init-from {own[0].init_from}), which trains its tagging "
+                                            "loss only")
+    chosen = run_defaults(own[0].init_from, given, family)
     try:
         training = Tag2TextTrainingArguments(**given, **chosen)
     except TrainingArgumentError:

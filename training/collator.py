@@ -27,6 +27,41 @@ logger = logging.getLogger(__name__)
 _COUNTER_SLOTS = 257
 
 
+def new_skip_counter() -> torch.Tensor:
+    """A collator's skipped-image counter, in shared memory: DataLoader workers (forked or spawned by torch) add
+    to the same tensor, each in its own slot."""
+    return torch.zeros(_COUNTER_SLOTS, dtype=torch.long).share_memory_()
+
+
+def load_batch_images(collator, records: list[dict]) -> tuple[list[dict], list]:
+    """``(records whose image loaded, their images)`` through ``collator.image_loader``, adding the skipped ones to
+    ``collator._skipped`` (see :func:`new_skip_counter`); augmented images are then the caller's: each collator
+    draws from the sample's generator in its own order.
+
+    Raises:
+        BadImageError: no image of the batch could be loaded.
+    """
+    kept, images = [], []
+    failures_before = collator.image_loader.skipped
+    for record in records:
+        name = record["image"] if isinstance(record["image"], str) else None
+        image = collator.image_loader.load(record["image"], name=repr(name) if name else None)
+        if image is not None:
+            kept.append(record)
+            images.append(image)
+    skipped = collator.image_loader.skipped - failures_before
+    if skipped:
+        worker = torch.utils.data.get_worker_info()
+        slot = 0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)
+        collator._skipped[slot] += skipped
+    if not images:
+        raise BadImageError(
+            f"every image of a batch of {len(records)} failed to load (see the warnings above); "
+            "check the image paths/root"
+        )
+    return kept, images
+
+
 class Tag2TextCollator:
     """Turn a list of records into a training batch.
 
@@ -67,19 +102,12 @@ class Tag2TextCollator:
         self.image_loader = image_loader or ImageLoader()
         self.seed = int(seed)
         self.epoch = 0
-        # Shared memory: DataLoader workers (forked or spawned by torch) add to the same tensor.
-        self._skipped = torch.zeros(_COUNTER_SLOTS, dtype=torch.long).share_memory_()
+        self._skipped = new_skip_counter()
 
     @property
     def image_load_failures(self) -> int:
         """Images skipped so far by this collator, in this process and in its DataLoader workers."""
         return int(self._skipped.sum())
-
-    def _count_skipped(self, count: int) -> None:
-        if count:
-            worker = torch.utils.data.get_worker_info()
-            slot = 0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)
-            self._skipped[slot] += count
 
     def rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, int(index)])
@@ -94,14 +122,10 @@ class Tag2TextCollator:
 
     def __call__(self, records: list[dict]) -> dict:
         images, captions, tag_texts, tag_rows, sample_ids = [], [], [], [], []
-        failures_before = self.image_loader.skipped
-        for record in records:
+        for record, image in zip(*load_batch_images(self, records)):
             index = int(record.get("index", 0))
             rng = self.rng(index)
             name = record["image"] if isinstance(record["image"], str) else None
-            image = self.image_loader.load(record["image"], name=repr(name) if name else None)
-            if image is None:
-                continue
             record_captions = record["captions"]
             if not record_captions:
                 raise ValueError(f"sample {index} ({name or 'streamed'}) has no caption")
@@ -114,12 +138,6 @@ class Tag2TextCollator:
             tag_texts.append([self.tag_names[i] for i in ids])
             tag_rows.append(list(record.get("tag_ids") or []))
             sample_ids.append(int(record.get("image_id", index)))
-        self._count_skipped(self.image_loader.skipped - failures_before)
-        if not images:
-            raise BadImageError(
-                f"every image of a batch of {len(records)} failed to load (see the warnings above); "
-                "check the image paths/root"
-            )
         batch = dict(self.processor(images=images, text=captions, tags=tag_texts, return_labels=True))
         tag_targets = torch.zeros(len(images), len(self.tag_names), dtype=torch.float32)
         for row, ids in enumerate(tag_rows):

@@ -109,7 +109,7 @@ class Tag2TextEvaluator:
                     images.append(image)
             if not images:
                 continue
-            pixel_values = self.processor(images=images)["pixel_values"].to(device)
+            pixel_values = self.processor(images=images, return_tensors="pt")["pixel_values"].to(device)
             captions = [None] * len(kept)
             if "captioning" in self.tasks:
                 # One pass over the image side: tags, their probabilities and the captions from one call.
@@ -165,7 +165,8 @@ class Tag2TextEvaluator:
             kept = [(r, image) for r, image in kept if image is not None]
             if not kept:
                 continue
-            pixel_values = self.processor(images=[image for _, image in kept])["pixel_values"].to(model.device)
+            pixel_values = self.processor(images=[image for _, image in kept], return_tensors="pt")["pixel_values"].to(
+                model.device)
             probs.append(torch.sigmoid(model.get_tag_logits(model.get_image_embeddings(pixel_values)).float()).cpu())
             rows = torch.zeros(len(kept), model.config.num_tags)
             for row, (record, _) in enumerate(kept):
@@ -174,19 +175,27 @@ class Tag2TextEvaluator:
             labels.append(rows)
         return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
-    def calibrate_thresholds(self, model, records) -> dict:
+    def calibrate_thresholds(self, model, records, keep_others: bool = False) -> dict:
         """Set per-class thresholds that maximise F1 on ``records`` (a validation split, not the test split) in
-        ``model.config.tag_thresholds``; classes without a positive keep the global threshold. The asymmetric
-        loss leaves probabilities uncalibrated (negatives are barely penalised), so a fixed 0.5 over-tags;
-        the released model's thresholds were tuned likewise. Returns ``{class index: threshold}``."""
+        the model's config; classes without a positive keep the global threshold, or with ``keep_others`` the
+        threshold they had. The asymmetric loss leaves probabilities uncalibrated (negatives are barely
+        penalised), so a fixed 0.5 over-tags; the released model's thresholds were tuned likewise. Returns
+        ``{class index: threshold}``."""
         from .metrics import search_thresholds
 
         probs, labels = self.tag_probabilities(model, records)
-        found = search_thresholds(probs, labels, default_threshold=model.config.tag_threshold)
+        config = model.config
+        found = search_thresholds(probs, labels, default_threshold=config.tag_threshold)
         thresholds = {int(i): float(np.clip(found["thresholds"][i], 0.0, 1.0))
                       for i in np.flatnonzero(found["searched"])}
-        model.config.tag_thresholds = thresholds
-        model.config._validate()
+        if hasattr(config, "class_thresholds"):  # RAM / RAM++: one list of every class's threshold
+            values = config.threshold_list() if keep_others else [config.tag_threshold] * config.num_tags
+            for index, value in thresholds.items():
+                values[index] = value
+            config.class_thresholds = values
+        else:  # Tag2Text: a {class index: threshold} map over the global one
+            config.tag_thresholds = {**config.tag_thresholds, **thresholds} if keep_others else thresholds
+        config._validate()
         logger.info("calibrated %d per-class tag thresholds on %d images (validation F1 %.3f)", len(thresholds),
                     len(probs), float(np.nanmean(found["f1"])))
         return thresholds

@@ -80,10 +80,14 @@ class Tag2TextTrainer(Trainer):
         self.loss_weights = loss_weights
         self.task_evaluator = task_evaluator
         self.eval_data_collator = eval_data_collator
-        if model is not None and not isinstance(model, Tag2TextForPreTraining):
+        from ..modeling_ram import RamForImageTagging
+
+        # RAM / RAM++ (RamPlusForImageTagging is a RamForImageTagging) train their tagging loss alone.
+        self.tagging_only = isinstance(model, RamForImageTagging)
+        if model is not None and not isinstance(model, Tag2TextForPreTraining) and not self.tagging_only:
             raise TypeError(
-                f"Tag2TextTrainer trains a Tag2TextForPreTraining (all four losses in its forward), got "
-                f"{type(model).__name__}; build it with Tag2TextForPreTraining(config) or "
+                f"Tag2TextTrainer trains a Tag2TextForPreTraining (all four losses in its forward) or a RAM / RAM++ "
+                f"tagging model, got {type(model).__name__}; build it with Tag2TextForPreTraining(config) or "
                 "Tag2TextForPreTraining.from_pretrained(path): the weights are the captioning model's"
             )
         if args is not None:
@@ -107,7 +111,10 @@ class Tag2TextTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         split = "train" if model.training else "eval"
         # A plain mapping crosses DDP's input handling as it is; the model validates it again.
-        outputs = model(**inputs, loss_weights=dataclasses.asdict(self.loss_weights), return_dict=True)
+        if self.tagging_only:
+            outputs = model(**inputs, return_dict=True)
+        else:
+            outputs = model(**inputs, loss_weights=dataclasses.asdict(self.loss_weights), return_dict=True)
         if outputs.loss is None:
             raise ValueError(
                 f"the batch gives no loss with weights {self.loss_weights}: it lacks the inputs of every active "
@@ -115,9 +122,12 @@ class Tag2TextTrainer(Trainer):
             )
         loss = outputs.loss
         batch_size = outputs.image_embeds.shape[0]
-        components = {name: outputs[f"loss_{name}"] for name in LOSS_COMPONENTS
-                      if outputs.get(f"loss_{name}") is not None}
-        if outputs.logits_per_image is not None:
+        if self.tagging_only:
+            components = {"tag": loss}
+        else:
+            components = {name: outputs[f"loss_{name}"] for name in LOSS_COMPONENTS
+                          if outputs.get(f"loss_{name}") is not None}
+        if outputs.get("logits_per_image") is not None:
             global_batch = int(outputs.logits_per_image.shape[1])
             self.last_itc_global_batch = global_batch
             self._extras[split]["itc_global_batch"].append(torch.tensor(float(global_batch)))
@@ -315,7 +325,8 @@ class Tag2TextTrainer(Trainer):
             "samples_per_process": counts,
             "itc_global_batch_size": self.last_itc_global_batch,
             "image_load_failures": self.image_load_failures,
-            "loss_weights": {k: getattr(self.loss_weights, k) for k in LOSS_COMPONENTS},
-            "tag_loss_scale": self.loss_weights.tag_scale,
+            "loss_weights": ({"tag": 1.0} if self.tagging_only
+                             else {k: getattr(self.loss_weights, k) for k in LOSS_COMPONENTS}),
+            "tag_loss_scale": None if self.tagging_only else self.loss_weights.tag_scale,
             "global_step": self.state.global_step,
         }

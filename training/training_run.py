@@ -84,7 +84,7 @@ def default_augmentation(config, init_from) -> bool:
     if not init_from:
         logger.info("training a new model: augmentation off; --augment turns it on")
         return False
-    recorded = config.trained_with_augmentation
+    recorded = getattr(config, "trained_with_augmentation", None)  # RAM / RAM++ configs have no such field
     augment = True if recorded is None else recorded
     logger.info("fine-tuning %s: augmentation %s (%s); --augment or --no-augment overrides", init_from,
                 "on" if augment else "off",
@@ -102,6 +102,7 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
     from .evaluation import Tag2TextEvaluator
     from .images import ImageLoader
     from .model_setup import FROM_CAPTIONS, build_model_and_processor, load_tokenizer
+    from .ram_setup import ram_tag_names, tagging_family
     from .tag_mining import CaptionTagger, TagList
     from .trainer import EpochCallback, Tag2TextTrainer
     from .webdataset import WebDatasetSource
@@ -112,12 +113,17 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
         raise ValueError("--output-dir is required")
     output = Path(training_args.output_dir)
     saved_tags = output / "tag_list.txt"
+    family = tagging_family(model_args.init_from)
+    if family is not None:
+        check_ram_arguments(model_args)
     resuming = training_args.resume_from_checkpoint is not None
     tag_list = None
     if model_args.tag_list:
         tag_list = TagList.read(model_args.tag_list)
     elif resuming and saved_tags.is_file():
         tag_list = TagList.read(saved_tags)  # the list this run started with
+    elif model_args.init_from and family is not None:
+        tag_list = TagList(ram_tag_names(model_args.init_from, family))
     elif model_args.init_from:
         tag_list = TagList(list(Tag2TextConfig.from_pretrained(model_args.init_from).tag_names))
 
@@ -135,6 +141,10 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
     holdout_dataset, holdout = None, None
     if eval_dataset is None:
         train_dataset, holdout_dataset, holdout = split_holdout(train_dataset, data_args, training_args.seed)
+
+    if family is not None:
+        return _prepare_ram_training(family, tag_list, train_dataset, eval_dataset, holdout_dataset, holdout,
+                                     saved_tags, model_args, data_args, training_args, callbacks)
 
     tokenizer = None
     trains_tokenizer = model_args.tokenizer == FROM_CAPTIONS or (model_args.tokenizer is None
@@ -207,6 +217,67 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
                          tokenizer_source=source)
 
 
+def check_ram_arguments(model_args) -> None:
+    """Options that have no meaning for a RAM / RAM++ fine-tune (no text side, no new architecture) are refused,
+    not ignored (the loss options: :func:`.arguments.dataclasses_from_namespace`)."""
+    refused = [("--tokenizer", model_args.tokenizer), ("--num-tags", model_args.num_tags),
+               ("--image-size", model_args.image_size)]
+    for option, value in refused:
+        if value is not None:
+            raise TrainingArgumentError(f"{option} {value}: does not apply to a RAM / RAM++ model (--init-from "
+                                        f"{model_args.init_from}), which trains its tagging loss only")
+
+
+def _prepare_ram_training(family, tag_list, train_dataset, eval_dataset, holdout_dataset, holdout, saved_tags,
+                          model_args, data_args, training_args, callbacks) -> TrainingSetup:
+    """The RAM / RAM++ part of :func:`prepare_training`: model and image processor (:mod:`.ram_setup`), the
+    tagging collator, the tagging evaluator and the trainer."""
+    from transformers import set_seed
+
+    from .augmentation import TrainAugmentation
+    from .evaluation import Tag2TextEvaluator
+    from .images import ImageLoader
+    from .ram_setup import TaggingCollator, build_ram_model_and_processor
+    from .trainer import EpochCallback, Tag2TextTrainer
+    from .webdataset import WebDatasetSource
+
+    set_seed(training_args.seed)
+    model, image_processor = build_ram_model_and_processor(model_args, tag_list, family)
+    if training_args.process_index == 0:
+        tag_list.write(saved_tags)
+    if isinstance(train_dataset, WebDatasetSource) and training_args.max_steps <= 0:
+        per_step = (training_args.per_device_train_batch_size * training_args.world_size
+                    * training_args.gradient_accumulation_steps)
+        training_args.max_steps = math.ceil(train_dataset.num_samples / per_step * training_args.num_train_epochs)
+    if data_args.augment is None:
+        data_args.augment = default_augmentation(model.config, model_args.init_from)
+    model.config.trained_with_augmentation = data_args.augment
+    image_size = int(model.config.vision_config.image_size)
+    augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if data_args.augment else None
+    collator = TaggingCollator(image_processor, model.config.num_tags, augmentation=augmentation,
+                               image_loader=ImageLoader(fail_fast=data_args.fail_on_bad_image,
+                                                        cache_megabytes=data_args.image_cache_megabytes),
+                               seed=training_args.seed)
+    evaluator = None
+    tasks = [t.strip() for t in data_args.eval_tasks.split(",") if t.strip()]
+    if eval_dataset is not None and tasks:
+        if tasks != ["tagging"]:
+            logger.info("%s writes no captions: evaluating tagging only (asked: %s)", family, ", ".join(tasks))
+        evaluator = Tag2TextEvaluator(image_processor, batch_size=training_args.per_device_eval_batch_size,
+                                      max_samples=data_args.max_eval_samples, tasks=("tagging",),
+                                      progress=training_args.process_index == 0)
+    trainer = Tag2TextTrainer(
+        model=model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        data_collator=collator, eval_data_collator=TaggingCollator(image_processor, model.config.num_tags),
+        processing_class=image_processor, task_evaluator=evaluator,
+        callbacks=[EpochCallback(collator, train_dataset if isinstance(train_dataset, WebDatasetSource) else None),
+                   *callbacks],
+    )
+    return TrainingSetup(trainer, model, image_processor, collator, train_dataset, eval_dataset, tag_list,
+                         model_args, data_args, training_args, holdout_dataset=holdout_dataset, holdout=holdout,
+                         tokenizer_source=None)
+
+
 def split_holdout(train_dataset, data_args, seed: int):
     """(training part, held-out part or None, description) of map-style training data: ``--holdout-fraction``
     of the images (at least ``--holdout-min``), drawn by ``seed``; none when that would take over a quarter of
@@ -251,12 +322,17 @@ def run_training(setup: TrainingSetup) -> dict:
         calibrate_thresholds(setup)
         calibration = {"split": "--eval-dir", "num_thresholds": len(setup.model.config.tag_thresholds)}
     trainer.save_model(args.output_dir)
+    if trainer.is_world_process_zero() and not hasattr(setup.processor, "tokenizer"):
+        # A RAM / RAM++ directory names its image processor in config.json only (see the function's docstring).
+        from ..modeling_ram import image_processor_config_without_auto_map
+
+        image_processor_config_without_auto_map(args.output_dir)
     trainer.save_state()  # trainer_state.json with the log history beside the model
     summary = trainer.run_summary()
     planned = trainer.state.max_steps
     summary.update({"train_metrics": result.metrics, "num_tags": len(setup.tag_list),
                     "planned_steps": planned, "stopped_early": trainer.state.global_step < planned,
-                    "tokenizer": setup.tokenizer_source, "vocabulary_size": len(setup.processor.tokenizer),
+                    "tokenizer": setup.tokenizer_source, "vocabulary_size": len(setup.processor.tokenizer) if hasattr(setup.processor, "tokenizer") else None,
                     "defaults_chosen": setup.defaults_chosen or {},
                     "holdout": setup.holdout,  # with the indices of the held-out images in --train-dir
                     "threshold_calibration": calibration,
@@ -282,11 +358,9 @@ def calibrate_thresholds(setup: TrainingSetup, records=None) -> dict:
                                   max_samples=setup.data_args.max_eval_samples, progress=False)
     model = setup.trainer.accelerator.unwrap_model(setup.trainer.model)
     was_training = model.training
-    earlier = dict(model.config.tag_thresholds)
-    thresholds = evaluator.calibrate_thresholds(model, records)
     # A tag without a positive image in ``records`` keeps the threshold it had (e.g. carried over from the
     # --init-from model) instead of falling back to the global one.
-    model.config.tag_thresholds = {**earlier, **thresholds}
+    thresholds = evaluator.calibrate_thresholds(model, records, keep_others=True)
     model.train(was_training)
     return thresholds
 
