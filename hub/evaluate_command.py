@@ -48,7 +48,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", default="metrics.json", help="where the metrics go (JSON)")
     parser.add_argument("--predictions", default=None, help="also write per-image tags and captions here (JSON)")
     parser.add_argument("--image-root", default=None, help="image folder of an annotation .json")
-    parser.add_argument("--tasks", type=_tasks, default=",".join(TASKS), help="comma-separated subset")
+    parser.add_argument("--tasks", type=_tasks, default=None,
+                        help=f"comma-separated subset of {','.join(TASKS)} (default: all of them; tagging for a RAM "
+                             "or RAM++ model, which writes no captions)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass")
     parser.add_argument("--max-samples", type=positive_int, default=None, help="evaluate the first N images only")
     parser.add_argument("--num-beams", type=positive_int, default=None, help="caption beams (default: the model's)")
@@ -81,7 +83,15 @@ def run(args) -> int:
     source = _check_options(args)
     import torch
 
-    from .model_source import load_config, load_model, load_processor
+    from .model_source import (
+        load_config,
+        load_image_processor,
+        load_model,
+        load_processor,
+        load_tagging_config,
+        model_type,
+        tagging_only_family,
+    )
     from ..training.data import DataFormatError, TagResolver, detect_format, load_dataset
     from ..training.evaluation import Tag2TextEvaluator
     from ..training.images import BadImageError, ImageLoader
@@ -89,9 +99,20 @@ def run(args) -> int:
     from ..training.webdataset import load_webdataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tasks = args.tasks if isinstance(args.tasks, list) else _tasks(args.tasks)
-    config = load_config(source)
-    processor = load_processor(source, prompt=config.prompt)
+    tasks = args.tasks if isinstance(args.tasks, list) or args.tasks is None else _tasks(args.tasks)
+    family = tagging_only_family(model_type(source))
+    if family is not None:  # RAM / RAM++: tags only, with their per-class thresholds
+        untaggable = [task for task in tasks or () if task != "tagging"]
+        if untaggable:
+            raise UsageError(f"--tasks {','.join(tasks)}: {args.model} is a {family} model, which writes no "
+                             "captions and has no retrieval heads; use --tasks tagging")
+        tasks = ["tagging"]
+        config = load_tagging_config(source)
+        processor = load_image_processor(source)
+    else:
+        tasks = tasks or list(TASKS)
+        config = load_config(source)
+        processor = load_processor(source, prompt=config.prompt)
     resolver = TagResolver(TagList(list(config.tag_names)))
     try:
         # The data first: a bad data directory is reported before the model loads.

@@ -207,10 +207,72 @@ def card_for_directory(directory, repo_id: str | None = None) -> str:
     any evaluation results it holds."""
     from tag2text import Tag2TextConfig
 
+    from .model_source import load_tagging_config, model_type
+
     directory = Path(directory)
+    trained = (directory / "trainer_state.json").is_file() or (directory / "all_results.json").is_file()
+    kind = model_type(str(directory))
+    if kind in ("ram", "ram_plus"):
+        config = load_tagging_config(str(directory))
+        source = ("Fine-tuned with `tag2text train --init-from` (transformers Trainer, the original's asymmetric "
+                  "tagging loss); see `trainer_state.json` and `train_summary.json`." if trained
+                  else "Saved with the `tag2text` package.")
+        evaluation = evaluation_from_directory(directory)
+        if evaluation:
+            source += "\n\n" + _evaluation_section(evaluation)
+        return render_ram_model_card(config, kind, source)
     config = Tag2TextConfig.from_pretrained(directory)
-    if (directory / "trainer_state.json").is_file() or (directory / "all_results.json").is_file():
+    if trained:
         source = "Trained or fine-tuned with the `tag2text` package (transformers Trainer); see `trainer_state.json`."
     else:
         source = None
     return render_model_card(config, repo_id=repo_id, source=source, evaluation=evaluation_from_directory(directory))
+
+
+def render_ram_model_card(config, family: str, source: str) -> str:
+    """The card of a RAM / RAM++ directory (``family``: ``"ram"`` or ``"ram_plus"``); ``source`` says where its
+    weights and label space come from (conversion, open set, training)."""
+    from .ram_checkpoint_mapping import FAMILY_NAMES, RAM, RAM_PLUS
+
+    name = FAMILY_NAMES[family]
+    thresholds = config.threshold_list()
+    model_class = "RamForImageTagging" if family == RAM else "RamPlusForImageTagging"
+    chinese = "yes" if config.tag_names_chinese is not None else "no"
+    size = config.vision_config.image_size
+    return f"""---
+library_name: transformers
+pipeline_tag: image-classification
+license: apache-2.0
+tags:
+- image-tagging
+- recognize-anything
+- multi-label-classification
+---
+
+# {name} image tagging ({config.num_tags} tags)
+
+{name} from [recognize-anything](https://github.com/xinyu1205/recognize-anything) as a transformers model
+(`{model_class}`): Swin at {size} px, Query2Label tagging head over
+{'CLIP tag-description' if family == RAM_PLUS else 'CLIP tag'} embeddings, one sigmoid per tag.
+
+- tags: {config.num_tags} (`config.id2label`); Chinese names: {chinese} (`config.tag_names_chinese`)
+- per-class thresholds (`config.class_thresholds`, a tag fires when its probability is strictly above):
+  min {min(thresholds):g}, max {max(thresholds):g}
+
+## Usage
+
+```python
+from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+model = AutoModelForImageClassification.from_pretrained(DIRECTORY, trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained(DIRECTORY, trust_remote_code=True)
+tags = model.tag(processor(images=image, return_tensors="pt")["pixel_values"])  # tags, tags_zh, scores
+scores = pipeline("image-classification", model=DIRECTORY, trust_remote_code=True,
+                  function_to_apply="sigmoid", top_k=None)(image)
+```
+
+## Source
+
+{source}
+"""
+

@@ -124,6 +124,20 @@ def _load_clip(source: str):
         raise ModelSourceError(str(error)) from error
 
 
+def _write_card(directory: str, config, family: str, args, new_tags: int) -> None:
+    from .model_card import render_ram_model_card
+
+    how = ("the 63 prompt templates of the original, averaged per tag" if family == "RAM"
+           else "each description of a tag embedded on its own (the model weighs them per image)")
+    threshold = 0.5 if args.threshold is None else args.threshold
+    source = (f"Open-set label space made with `tag2text open-set` from `{args.model}`: {config.num_tags} tags, "
+              f"{new_tags} of them new{' (added to the model' + chr(39) + 's tags)' if args.add else ''}, embedded by "
+              f"the CLIP text tower `{args.clip_model}` ({how}); the new tags' threshold is {threshold:g}. The "
+              "image side (vision tower, tagging head, classifier) is the source model's, unchanged.")
+    with open(os.path.join(directory, "README.md"), "w", encoding="utf-8") as handle:
+        handle.write(render_ram_model_card(config, "ram" if family == "RAM" else "ram_plus", source))
+
+
 def run(args) -> int:
     from .model_source import model_type, resolve_model_source, tagging_only_family
 
@@ -175,6 +189,7 @@ def run(args) -> int:
     try:
         model.save_pretrained(temporary)
         image_processor.save_pretrained(temporary)
+        _write_card(temporary, model.config, family, args, len(tags))
         if os.path.isdir(target):
             os.rmdir(target)  # checked empty above
         os.replace(temporary, target)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint_mapping import CheckpointConversionError, expected_shapes, load_converted_state_dict
+from .model_card import render_ram_model_card
 from .original_config import OriginalConfigError, read_tag_list
 from .ram_checkpoint_mapping import FAMILY_NAMES, RAM, RAM_PLUS, convert_ram_state_dict
 from .ram_original_config import ram_config_from_original, read_chinese_tag_list, read_threshold_file
@@ -74,50 +75,6 @@ Every original tensor is mapped one to one (the Swin `qkv` projections are split
 tagging head's tensors{', tied in the original to the tag encoder' + "'" + 's first two layers, are taken from the tagging-head copy' if family == RAM else ''}); the conversion fails if any tensor is left over, missing or of another shape. The
 project's parity tests check the converted model against the original implementation on tiny random weights
 (image embeddings, label queries, tagging-head output, logits, English and Chinese tags)."""
-
-
-def render_ram_model_card(config, family: str, source: str) -> str:
-    name = FAMILY_NAMES[family]
-    thresholds = config.threshold_list()
-    model_class = "RamForImageTagging" if family == RAM else "RamPlusForImageTagging"
-    chinese = "yes" if config.tag_names_chinese is not None else "no"
-    size = config.vision_config.image_size
-    return f"""---
-library_name: transformers
-pipeline_tag: image-classification
-license: apache-2.0
-tags:
-- image-tagging
-- recognize-anything
-- multi-label-classification
----
-
-# {name} image tagging ({config.num_tags} tags)
-
-{name} from [recognize-anything](https://github.com/xinyu1205/recognize-anything) as a transformers model
-(`{model_class}`): Swin at {size} px, Query2Label tagging head over
-{'CLIP tag-description' if family == RAM_PLUS else 'CLIP tag'} embeddings, one sigmoid per tag.
-
-- tags: {config.num_tags} (`config.id2label`); Chinese names: {chinese} (`config.tag_names_chinese`)
-- per-class thresholds (`config.class_thresholds`, a tag fires when its probability is strictly above):
-  min {min(thresholds):g}, max {max(thresholds):g}
-
-## Usage
-
-```python
-from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
-
-model = AutoModelForImageClassification.from_pretrained(DIRECTORY, trust_remote_code=True)
-processor = AutoImageProcessor.from_pretrained(DIRECTORY, trust_remote_code=True)
-tags = model.tag(processor(images=image, return_tensors="pt")["pixel_values"])  # tags, tags_zh, scores
-scores = pipeline("image-classification", model=DIRECTORY, trust_remote_code=True,
-                  function_to_apply="sigmoid", top_k=None)(image)
-```
-
-## Source
-
-{source}
-"""
 
 
 def convert_ram_checkpoint(output_dir, original: dict, checkpoint, family: str, tag_list=None, tag_list_chinese=None,

@@ -165,6 +165,8 @@ def test_open_set_command_gives_the_original_open_set_tags(converted, tmp_path):
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     assert [config["id2label"][str(i)] for i in range(4)] == categories
     assert config["class_thresholds"] == [0.5] * 4 and config["descriptions_per_tag"] in (6, [6] * 4)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "# RAM++ image tagging (4 tags)" in card and "`tag2text open-set`" in card and "4 of them new" in card
     rows = caption_rows(out, tmp_path)
     assert [row["tags"] for row in rows] == golden_open_set_tags("ram_plus")
     assert_rows_match(rows, model_tags(out))

@@ -198,6 +198,40 @@ def test_train_learns_the_tags_calibrates_and_saves_a_model_every_command_reads(
     assert [row["tags"] for row in rows] == [result.tags for result in expected]
     assert [row["tags_zh"] for row in rows] == [result.tags_zh for result in expected]
 
+    # tag2text evaluate: tagging metrics; mAP against average precision computed here from the model's scores.
+    metrics_file = tmp_path / "metrics.json"
+    assert cli_main(["--log-level", "WARNING", "evaluate", "--model", str(out), "--data-dir", str(setup["test"]),
+                     "--output", str(metrics_file)]) == 0
+    metrics = json.loads(metrics_file.read_text())["metrics"]
+    pixels = processor(images=[Image.open(setup["test"] / row["file_name"]).convert("RGB")
+                               for row in setup["test_rows"]], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():  # probabilities, as evaluate scores them (float32 sigmoid: its ties included)
+        scores = torch.sigmoid(model(pixel_values=pixels).logits.float()).numpy()
+    truth = np.array([[tag in row["tags"] for tag in TAGS] for row in setup["test_rows"]], dtype=np.float64)
+    assert metrics["num_images"] == 32 and "caption_CIDEr" not in metrics
+    assert metrics["tag_mAP"] == pytest.approx(100 * np.mean([average_precision(scores[:, i], truth[:, i])
+                                                              for i in range(len(TAGS))]), abs=1e-6)
+
+    from tag2text.hub.model_card import card_for_directory
+
+    card = card_for_directory(out)
+    assert f"image tagging (5 tags)" in card and "Fine-tuned with `tag2text train --init-from`" in card
+
+
+def average_precision(scores, labels):
+    """Mean over the positives of the precision among the images scored at least as high (tied images count as
+    ranked above: the pessimistic reading of ties, which identical synthetic images make common)."""
+    precisions = [labels[scores >= scores[i]].mean() for i in np.flatnonzero(labels)]
+    return float(np.mean(precisions))
+
+
+def test_evaluate_refuses_caption_tasks_for_ram(setup, tmp_path, capsys):
+    assert cli_main(["evaluate", "--model", str(setup["models"]["ram"]), "--data-dir", str(setup["test"]),
+                     "--output", str(tmp_path / "m.json"), "--tasks", "tagging,captioning"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--tasks" in error[0] and "RAM model" in error[0]
+    assert not (tmp_path / "m.json").exists()
+
 
 def test_resume_from_a_checkpoint_gives_the_uninterrupted_weights(setup, tmp_path):
     whole = tmp_path / "whole"
