@@ -271,3 +271,74 @@ def test_clip_model_errors_name_the_option(setup, tmp_path, capsys):
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--clip-model" in error[0] and "RAM" in error[0]
     assert not tag2text_dir.exists()
+
+
+def test_tags_are_mined_from_captions_into_the_models_tag_list(setup, tmp_path):
+    data = tmp_path / "captions_only"
+    data.mkdir()
+    captions = ["a red car under the sun in the sky", "a dog on the grass by a house"]
+    for index, caption in enumerate(captions):
+        shutil.copy(setup["train"] / setup["train_rows"][index]["file_name"], data / f"{index}.png")
+    (data / "metadata.jsonl").write_text("".join(json.dumps({"file_name": f"{i}.png", "caption": c}) + "\n"
+                                                 for i, c in enumerate(captions)))
+    out = tmp_path / "out"
+    assert cli_main(["--log-level", "WARNING", "train", "--init-from", str(setup["models"]["ram"]), "--train-dir",
+                     str(data), "--output-dir", str(out), "--max-steps", "1", "--per-device-train-batch-size", "2",
+                     "--disable-tqdm", "true", "--report-to", "none"]) == 0
+    names = (FIXTURE / "tag_list.txt").read_text(encoding="utf-8").splitlines()
+    assert (out / "tag_list.txt").read_text(encoding="utf-8").splitlines() == names  # the model's own list
+    mined = json.loads(next((data / ".tag2text-cache").glob("ids-*.json")).read_text())
+    assert [sorted(names[i] for i in set(ids)) for ids in mined] == [
+        ["car", "red", "sky", "sun"], ["dog", "grass", "house"]]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["num_tags"] == len(names) and summary["global_step"] == 1
+
+
+def test_torchrun_two_processes_train_one_model(setup, tmp_path):
+    import subprocess
+    import sys
+
+    from training_support import subprocess_env
+
+    out = tmp_path / "ddp"
+    log = tmp_path / "ddp.log"  # a file, not a pipe: a process blocked on a full pipe would stall the collective
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "tag2text.hub.cli", "--log-level", "WARNING", "train", "--init-from", str(setup["models"]["ram"]),
+               "--train-dir", str(setup["train"]), "--output-dir", str(out), "--tag-list", str(setup["tag_file"]),
+               "--max-steps", "4", "--per-device-train-batch-size", "4", "--holdout-min", "8",
+               "--disable-tqdm", "true", "--report-to", "none"]
+    with open(log, "w") as handle:
+        result = subprocess.run(command, env=subprocess_env(), stdout=handle, stderr=subprocess.STDOUT, timeout=600)
+    assert result.returncode == 0, log.read_text()[-3000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["samples_per_process"] == [16, 16]
+    assert summary["threshold_calibration"]["num_thresholds"] == len(TAGS)
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.tag_names == TAGS
+
+
+def test_plain_trainer_with_the_tagging_collator(setup, tmp_path):
+    """The README's plain-Trainer recipe: records of image paths and tag ids, TaggingCollator, transformers'
+    Trainer with its defaults (the loss comes from the model's forward)."""
+    from transformers import AutoImageProcessor, Trainer, TrainingArguments
+
+    from tag2text.training.ram_setup import TaggingCollator
+
+    model = AutoModelForImageClassification.from_pretrained(setup["models"]["ram"])
+    processor = AutoImageProcessor.from_pretrained(setup["models"]["ram"])
+    ids = model.config.label2id
+    records = [{"image": str(setup["train"] / row["file_name"]), "tag_ids": [ids[t] for t in row["tags"] if t in ids]}
+               for row in setup["train_rows"]]
+    before = model.fc.weight.detach().clone()
+    trainer = Trainer(model=model, args=TrainingArguments(str(tmp_path / "run"), remove_unused_columns=False,
+                                                          max_steps=3, per_device_train_batch_size=4,
+                                                          report_to="none", learning_rate=1e-3),
+                      train_dataset=records, data_collator=TaggingCollator(processor, model.config.num_tags))
+    result = trainer.train()
+    assert result.global_step == 3 and np.isfinite(result.training_loss) and result.training_loss > 0
+    assert not torch.equal(before, model.fc.weight.detach())
+    batch = TaggingCollator(processor, model.config.num_tags)(records[:2])
+    assert sorted(batch) == ["labels", "pixel_values"] and batch["labels"].shape == (2, model.config.num_tags)
+    assert [sorted(torch.nonzero(row).flatten().tolist()) for row in batch["labels"]] == \
+        [sorted(set(r["tag_ids"])) for r in records[:2]]
+
