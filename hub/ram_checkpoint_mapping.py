@@ -110,7 +110,9 @@ def convert_ram_state_dict(original: dict, expected_shapes: dict, family: str) -
             target = None if sub is None else "text_decoder.bert." + sub
         elif key == "text_decoder.cls.predictions.decoder.bias" and family == RAM:
             bias = original.get("text_decoder.cls.predictions.bias")
-            if bias is None or (bias is not tensor and (bias.shape != tensor.shape or not torch.equal(bias, tensor))):
+            # Equal element for element, NaN where the other is NaN too (one bias stored twice).
+            if bias is None or (bias is not tensor and (bias.shape != tensor.shape or not torch.allclose(
+                    bias.float(), tensor.float(), rtol=0.0, atol=0.0, equal_nan=True))):
                 raise CheckpointConversionError(
                     "text_decoder.cls.predictions.decoder.bias differs from text_decoder.cls.predictions.bias; "
                     "the original ties them and this model keeps one bias")

@@ -291,6 +291,29 @@ def test_bad_inputs_are_one_line_and_write_nothing(tmp_path, capsys):
     assert "3 names for 30 tags" in _bad(tmp_path, capsys, "ram", **{"--tag-list-chinese": chinese})
 
 
+def test_the_tied_decoder_bias_is_compared_element_for_element(tmp_path, capsys):
+    """RAM stores the text decoder's output bias twice (tied); a copy that differs is refused, one equal to it
+    (NaN where it is NaN) converts into the single bias this model keeps."""
+    state = load_file(FIXTURE / "ram_state_dict.safetensors")
+    differs = dict(state)
+    differs["text_decoder.cls.predictions.decoder.bias"] = state["text_decoder.cls.predictions.bias"] + 1e-3
+    checkpoint = tmp_path / "differs.safetensors"
+    save_file(differs, str(checkpoint))
+    assert "differs from text_decoder.cls.predictions.bias" in _bad(tmp_path, capsys, "ram",
+                                                                     **{"--checkpoint": checkpoint})
+    with_nan = dict(state)
+    bias = state["text_decoder.cls.predictions.bias"].clone()
+    bias[3] = float("nan")
+    with_nan["text_decoder.cls.predictions.bias"] = bias
+    with_nan["text_decoder.cls.predictions.decoder.bias"] = bias.clone()
+    checkpoint = tmp_path / "nan.safetensors"
+    save_file(with_nan, str(checkpoint))
+    out = tmp_path / "nan_model"
+    assert cli_main(convert_arguments("ram", out, **{"--checkpoint": checkpoint})) == 0
+    converted = load_file(out / "model.safetensors")["text_decoder.cls.predictions.bias"]
+    assert torch.isnan(converted[3]) and torch.equal(converted[:3], bias[:3])
+
+
 def test_a_pickled_checkpoint_with_optimizer_state_converts(tmp_path, capsys):
     """The released files are {'model': ..., 'optimizer': ..., ...} pickles: only the model weights are read."""
     state = load_file(FIXTURE / "ram_plus_state_dict.safetensors")
