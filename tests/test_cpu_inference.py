@@ -362,3 +362,34 @@ def test_automatic_micro_batch_is_one_released_image_and_a_whole_batch_of_small_
         handle.remove()
     assert batches == [3, 1, 1, 1]
     torch.testing.assert_close(whole, singles, atol=1e-5, rtol=1e-5)
+
+
+def _activation_of(block):
+    return block.activation_fn if hasattr(block, "activation_fn") else block.intermediate_act_fn
+
+
+def test_an_exact_gelu_after_a_packed_layer_runs_inside_it_and_goes_back(model, pixel_values):
+    blocks = [m for m in model.modules() if type(m).__name__ in ("SwinMLP", "SwinIntermediate", "Tag2TextIntermediate")]
+    activations = {id(block): _activation_of(block) for block in blocks}
+    assert blocks and all(type(a).__name__ == "GELUActivation" for a in activations.values())
+    with torch.no_grad():
+        plain_embeds = model.get_image_embeddings(pixel_values)
+    pack_cpu_weights(model)
+    fused = [m for m in _linears(model) if m.activation == "gelu"]
+    assert len(fused) == len(blocks)
+    assert all(isinstance(_activation_of(block), cpu_packing.GeluInLinear) for block in blocks)
+    layer = fused[0]
+    x = torch.randn(5, layer.in_features)
+    want = torch.nn.functional.gelu(_exact(layer, x).double()).float()  # float64 product, then torch's erf GELU
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), want, atol=1e-5, rtol=1e-5)  # the packed, fused path
+        torch.testing.assert_close(model.get_image_embeddings(pixel_values), plain_embeds, atol=1e-5, rtol=1e-5)
+    # With gradients (training), the layer is nn.Linear followed by the GELU it took over.
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    reference = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.gelu(torch.nn.functional.linear(reference, layer.weight, layer.bias)).sum().backward()
+    torch.testing.assert_close(x.grad, reference.grad)
+    unpack_cpu_weights(model)
+    assert all(_activation_of(block) is activations[id(block)] for block in blocks)
+    assert not _linears(model)
