@@ -115,6 +115,14 @@ class Tag2TextAttentionProjections(nn.Module):
         self.is_causal = False  # masks are always passed explicitly
         self.layer_idx = layer_idx
 
+    def _project_query(self, hidden_states):
+        # Label queries the same for every image (RAM's, expanded over the batch with stride 0) are projected once
+        # and expanded again: the same numbers, a batch's worth less work (and no copy of the expanded input).
+        if (hidden_states.dim() == 3 and hidden_states.shape[0] > 1 and hidden_states.stride(0) == 0
+                and not is_tracing(hidden_states)):
+            return self.query(hidden_states[:1]).expand(hidden_states.shape[0], -1, -1)
+        return self.query(hidden_states)
+
     def _heads(self, states, num_heads):
         batch, length, width = states.shape
         return states.view(batch, length, num_heads, width // num_heads).transpose(1, 2)
@@ -129,7 +137,7 @@ class Tag2TextAttentionProjections(nn.Module):
         output_attentions: bool = False,
     ):
         num_heads = num_heads or self.num_attention_heads
-        query = self._heads(self.query(hidden_states), num_heads)
+        query = self._heads(self._project_query(hidden_states), num_heads)
         if self.is_cross_attention:
             cross_cache = cache if isinstance(cache, EncoderDecoderCache) else None
             if cross_cache is not None and cross_cache.is_updated.get(self.layer_idx):
@@ -261,26 +269,35 @@ class Tag2TextLayer(GradientCheckpointingLayer):
         """The feed-forward block, ``chunk_size_feed_forward`` positions of the sequence at a time.
 
         Every position is computed on its own either way (as transformers' ``apply_chunking_to_forward``; here
-        the last chunk may be shorter). ``None``, the default, means 512 in CPU inference and none otherwise:
-        the tagging head runs the block on 3,429 queries per image, whose 4x wider intermediate activation is
-        42 MB per image, fresh memory on every call written to and read back from DRAM; in 512-row slices it stays
-        in cache (measured 7-10% faster for the head in CPU inference).
+        the last chunk may be shorter). ``None``, the default, means 512 rows at a time in CPU inference (over
+        the positions of every image of the batch) and none otherwise: the tagging head runs the block on 3,429
+        queries per image, whose 4x wider intermediate activation is 42 MB per image, fresh memory on every call
+        written to and read back from DRAM; in 512-row slices it stays in cache (measured 7-10% faster for the
+        head in CPU inference).
         """
-        chunk = self._chunk_size(hidden_states)
-        if not chunk or hidden_states.shape[1] <= chunk:
+        configured = getattr(self.config, "chunk_size_feed_forward", None)
+        if configured is not None:  # transformers' setting: that many positions of the sequence at a time
+            if not configured or hidden_states.shape[1] <= configured:
+                return self._feed_forward_chunk(hidden_states)
+            return torch.cat([self._feed_forward_chunk(piece) for piece in hidden_states.split(configured, dim=1)],
+                             dim=1)
+        if not self._cpu_inference(hidden_states):
             return self._feed_forward_chunk(hidden_states)
-        return torch.cat([self._feed_forward_chunk(piece) for piece in hidden_states.split(chunk, dim=1)], dim=1)
+        # CPU inference: 512 rows at a time over every position of every image (a batch of 8 would otherwise make
+        # 8 x 512-row slices that no longer stay in cache; measured 5% faster for the block at batch 8).
+        rows = hidden_states.reshape(1, -1, hidden_states.shape[-1])
+        chunk = CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD
+        if rows.shape[1] <= chunk:
+            return self._feed_forward_chunk(hidden_states)
+        pieces = [self._feed_forward_chunk(piece) for piece in rows.split(chunk, dim=1)]
+        return torch.cat(pieces, dim=1).view(hidden_states.shape)
 
     def _feed_forward_chunk(self, hidden_states):
         return self.output(self.intermediate(hidden_states), hidden_states)
 
-    def _chunk_size(self, hidden_states) -> int:
-        configured = getattr(self.config, "chunk_size_feed_forward", None)
-        if configured is not None:
-            return configured
-        cpu_inference = (hidden_states.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
-                         and not is_tracing(hidden_states))
-        return CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD if cpu_inference else 0
+    def _cpu_inference(self, hidden_states) -> bool:
+        return (hidden_states.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+                and not is_tracing(hidden_states))
 
 
 class Tag2TextEncoder(nn.Module):
