@@ -181,7 +181,8 @@ def test_help_of_train_lists_the_options_and_quickstart_help_stays_light():
     train = " ".join(outputs["train"].split())
     assert "--max-steps" in train and "--learning-rate" in train and "--model-config" in train
     assert "--bf16" in train and "--no-augment" in train  # every TrainingArguments field, and our own flags
-    assert "(default: 0.001 from scratch, 5e-05 with --init-from)" in train  # the run-dependent defaults
+    # the run-dependent defaults, RAM / RAM++ fine-tuning's own learning rate included
+    assert "(default: 0.001 from scratch, 5e-05 with --init-from, 5e-06 with --init-from a RAM / RAM++ model)" in train
     assert "--max-steps" in outputs["quickstart"]
     assert outputs["quickstart"].strip().splitlines()[-1] == "HEAVY []"
 
