@@ -28,7 +28,7 @@ COMPAT_TESTS ?= tests/test_version_compat.py tests/test_processing.py tests/test
 	tests/test_model_contract.py tests/test_generation.py tests/test_cpu_inference.py tests/test_cli_caption.py \
 	tests/test_cli_readme.py tests/test_auto_registration.py tests/test_readme_finetune.py \
 	tests/test_training_plain_trainer.py tests/test_ram_parity.py tests/test_ram_conversion.py \
-	tests/test_ram_open_set.py tests/test_pretraining.py tests/test_retrieval.py
+	tests/test_ram_open_set.py tests/test_ram_training.py tests/test_pretraining.py tests/test_retrieval.py
 
 .PHONY: quickstart test install system-packages compat
 
