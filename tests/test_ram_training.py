@@ -262,6 +262,36 @@ def test_options_without_meaning_for_ram_are_refused_in_one_line(setup, tmp_path
     assert not (out / "model.safetensors").exists()
 
 
+def test_a_repeated_tag_or_a_clip_of_another_width_is_one_line(setup, tmp_path, capsys):
+    from transformers import AutoTokenizer, CLIPTextConfig
+
+    repeated = tmp_path / "repeated.txt"
+    repeated.write_text("sky\nred\nsky\n")
+    out = tmp_path / "out"
+    assert cli_main(["train", "--init-from", str(setup["models"]["ram"]), "--train-dir", str(setup["train"]),
+                     "--output-dir", str(out), "--tag-list", str(repeated), "--max-steps", "1"]) == 2
+    error = errors(capsys)
+    assert len(error) == 1 and "repeated.txt" in error[0] and "'sky'" in error[0], error
+    narrow = tmp_path / "clip16"
+    config = CLIPTextConfig.from_pretrained(CLIP)
+    config.projection_dim = 16
+    from transformers import CLIPTextModelWithProjection
+
+    CLIPTextModelWithProjection(config).save_pretrained(narrow)
+    AutoTokenizer.from_pretrained(CLIP).save_pretrained(narrow)
+    assert train(setup["models"]["ram"], setup, out, "--max-steps", "1", "--clip-model", str(narrow)) == 2
+    error = errors(capsys)
+    assert len(error) == 1 and "--clip-model" in error[0] and "16" in error[0] and "512" in error[0], error
+    assert not out.exists()
+
+
+def errors(capsys):
+    """The error lines of stderr (loading progress bars come before them); no traceback."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-2000:]
+    return [line for line in err.splitlines() if "error:" in line]
+
+
 def test_clip_model_errors_name_the_option(setup, tmp_path, capsys):
     assert train(setup["models"]["ram"], setup, tmp_path / "a", "--clip-model", str(tmp_path / "nowhere")) == 2
     assert "--clip-model" in capsys.readouterr().err

@@ -139,11 +139,25 @@ def build_ram_model_and_processor(model_args, tag_list, family: str):
     model = model_class.from_pretrained(model_args.init_from, dtype=torch.float32)
     processor = Tag2TextImageProcessor.from_pretrained(model_args.init_from)
     if tag_list is not None and list(tag_list.names) != list(model.config.tag_names):
+        from ..ram_open_set import OpenSetError, check_tags
+        from .option_values import TrainingArgumentError
+
+        where = f"--tag-list {model_args.tag_list}" if model_args.tag_list else "the tag list of the data"
+        try:
+            check_tags(list(tag_list.names))
+        except OpenSetError as error:
+            raise TrainingArgumentError(f"{where}: {error}") from None
         clip_model = clip_tokenizer = None
         if getattr(model_args, "clip_model", None):
             from ..processing.clip_text import load_clip_text_tower
 
             clip_model, clip_tokenizer = load_clip_text_tower(model_args.clip_model, "--clip-model")
+            width = getattr(clip_model.config, "projection_dim", None)
+            if width != model.config.label_embed_size:
+                raise TrainingArgumentError(
+                    f"--clip-model {model_args.clip_model}: its projection width is {width}, but the label "
+                    f"embeddings of {model_args.init_from} are {model.config.label_embed_size} wide (RAM and RAM++ "
+                    "use CLIP ViT-B/16's 512)")
         replace_ram_label_space(model, list(tag_list.names), clip_model, clip_tokenizer)
     if model_args.tag_threshold is not None:
         model.config.class_thresholds = [float(model_args.tag_threshold)] * model.config.num_tags
