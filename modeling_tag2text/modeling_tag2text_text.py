@@ -116,10 +116,12 @@ class Tag2TextAttentionProjections(nn.Module):
         self.layer_idx = layer_idx
 
     def _project_query(self, hidden_states):
-        # Label queries the same for every image (RAM's, expanded over the batch with stride 0) are projected once
-        # and expanded again: the same numbers, a batch's worth less work (and no copy of the expanded input).
+        # In inference, label queries the same for every image (expanded over the batch with stride 0) are
+        # projected once and expanded again: the same numbers, a batch's worth less work (and no copy of the
+        # expanded input). Not with gradients: the weight's gradient would be summed in another order, and a
+        # training run would no longer reproduce its weights bit for bit.
         if (hidden_states.dim() == 3 and hidden_states.shape[0] > 1 and hidden_states.stride(0) == 0
-                and not is_tracing(hidden_states)):
+                and not torch.is_grad_enabled() and not is_tracing(hidden_states)):
             return self.query(hidden_states[:1]).expand(hidden_states.shape[0], -1, -1)
         return self.query(hidden_states)
 
