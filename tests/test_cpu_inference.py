@@ -393,3 +393,21 @@ def test_an_exact_gelu_after_a_packed_layer_runs_inside_it_and_goes_back(model, 
     unpack_cpu_weights(model)
     assert all(_activation_of(block) is activations[id(block)] for block in blocks)
     assert not _linears(model)
+
+
+def test_shared_queries_are_projected_once_in_inference_only(model):
+    """Queries expanded over the batch (stride 0) go through the query projection once without gradients; with
+    gradients the whole batch does, so training sums the weight's gradient as it always did (bit-identical runs)."""
+    attention = next(m for m in model.modules()
+                     if isinstance(m, text_module.Tag2TextAttentionProjections) and m.is_cross_attention)
+    rows = []
+    handle = attention.query.register_forward_hook(lambda module, args, output: rows.append(args[0].shape[0]))
+    queries = torch.randn(1, 7, attention.query.in_features).expand(4, -1, -1)
+    with torch.no_grad():
+        projected = attention._project_query(queries)
+    assert rows == [1] and projected.shape == (4, 7, attention.query.out_features)
+    torch.testing.assert_close(projected, _exact(attention.query, queries.contiguous()), atol=1e-5, rtol=1e-5)
+    rows.clear()
+    attention._project_query(queries)  # gradients on
+    handle.remove()
+    assert rows == [4]
