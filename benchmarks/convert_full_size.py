@@ -23,17 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_memory import peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 RELEASED_NAMES = {127: "quarter", 2961: "back", 3351: "two", 3265: "three", 3338: "four", 3355: "five", 3359: "one",
                   2701: "person", 2828: "man", 1167: "woman"}
 
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_inputs(workdir: Path) -> dict:
@@ -75,7 +70,7 @@ def convert(paths: dict, output: Path) -> dict:
     start = time.perf_counter()
     report = convert_checkpoint(output, checkpoint=paths["checkpoint"], tag_list=paths["tag_list"],
                                 tokenizer=paths["vocab"])
-    return {"convert_s": round(time.perf_counter() - start, 1), "convert_peak_rss_mb": round(_peak_rss_mb()),
+    return {"convert_s": round(time.perf_counter() - start, 1), "convert_peak_rss_mb": round(peak_rss_mb()),
             "tensors": report.num_tensors, "new_keys": report.new_keys}
 
 
@@ -101,7 +96,7 @@ def load_and_run(output: Path, threads: int | None) -> dict:
     return {"load_s": round(loaded, 1), "caption_s": round(time.perf_counter() - start, 1),
             "pixel_values": list(pixel_values.shape), "caption_tokens": ids.shape[1],
             "threads": torch.get_num_threads(),
-            "load_peak_rss_mb": round(_peak_rss_mb())}
+            "load_peak_rss_mb": round(peak_rss_mb())}
 
 
 def main() -> int:

@@ -28,25 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_memory import peak_rss_mb, reset_peak
+
 REPO = Path(__file__).resolve().parents[1]
 RELEASED_THRESHOLD = 0.68
 TOKENS = 30
 
 
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 
 
 # -- stages (each in its own process) -------------------------------------------------------------------------
@@ -90,7 +78,7 @@ def stage_export(workdir: Path, quantize: str | None) -> dict:
         report = quantize_export(workdir / "onnx-fp32", workdir / "onnx-int8")
     else:
         report = export_onnx(workdir / "model", workdir / "onnx-fp32", progress=False)
-    return {"export_s": round(time.perf_counter() - start, 1), "export_peak_rss_mb": round(_peak_rss_mb()),
+    return {"export_s": round(time.perf_counter() - start, 1), "export_peak_rss_mb": round(peak_rss_mb()),
             "files_mb": {k: round(v / 1e6, 1) for k, v in report.files.items()}}
 
 
@@ -126,7 +114,7 @@ def stage_time(workdir: Path, backend: str, batch_size: int, repeats: int) -> di
         tensor = torch.from_numpy(pixels)
         with torch.no_grad():
             model.generate(tensor[:1], num_beams=1, max_length=6, min_length=6)  # warm-up (packs the weights)
-            _reset_peak()
+            reset_peak()
             for _ in range(repeats):
                 start = time.perf_counter()
                 out = model.generate(tensor, return_dict_in_generate=True, **kwargs)
@@ -141,7 +129,7 @@ def stage_time(workdir: Path, backend: str, batch_size: int, repeats: int) -> di
 
         model = OnnxTag2Text.from_pretrained(workdir / ("onnx-int8" if backend == "ort-int8" else "onnx-fp32"))
         model.generate(pixel_values=pixels[:1], num_beams=1, max_length=6, min_length=6)
-        _reset_peak()
+        reset_peak()
         totals = {}
         for name in list(model.sessions):
             model.sessions[name] = _Timed(model.sessions[name], totals, name)
@@ -155,7 +143,7 @@ def stage_time(workdir: Path, backend: str, batch_size: int, repeats: int) -> di
         logits = out["tag_logits"]
     best = min(times)
     return {"seconds_per_image": best / batch_size, "all_seconds": [round(t, 2) for t in times],
-            "peak_rss_mb": round(_peak_rss_mb()), "tokens": int(sequences.shape[1]),
+            "peak_rss_mb": round(peak_rss_mb()), "tokens": int(sequences.shape[1]),
             "parts_s": {k: round(v, 2) for k, v in parts.items()}, "sequences": sequences.tolist(),
             "tags": tags, "logits": logits.tolist()}
 

@@ -29,26 +29,12 @@ import sys
 import tempfile
 import time
 
+from process_memory import peak_rss_mb, reset_peak
+
 # package_dir of setup.cfg: where each part of the tag2text namespace lives in a checkout
 PACKAGE_FOLDERS = {"modeling_tag2text": "", "processing": "processing", "training": "training", "hub": "hub"}
 # The Tag2Text runs: this checkout as built, this checkout with packed CPU weights, another checkout.
 TAG2TEXT_RUNS = ("tag2text", "packed", "baseline")
-
-
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 
 
 def _build(name):
@@ -91,7 +77,7 @@ def _run_one(name, batch_size, dtype, repeats):
     tags = None
     with torch.no_grad(), autocast:
         model.generate(pixel_values=pixel_values[:1], num_beams=1, max_length=6, min_length=6)  # warm-up
-        _reset_peak()
+        reset_peak()
         for _ in range(repeats):
             start = time.perf_counter()
             out = model.generate(pixel_values=pixel_values, **kwargs)
@@ -102,7 +88,7 @@ def _run_one(name, batch_size, dtype, repeats):
     tokens = int(out.shape[1])
     # The generated ids, to tell whether two runs of the same seeded weights wrote the same captions.
     ids = hashlib.sha1(json.dumps(out.tolist()).encode()).hexdigest()[:12]
-    return {"seconds_per_image": min(times) / batch_size, "peak_rss_mb": _peak_rss_mb(), "tokens": tokens,
+    return {"seconds_per_image": min(times) / batch_size, "peak_rss_mb": peak_rss_mb(), "tokens": tokens,
             "ids": ids, "tag_probs": tags}
 
 

@@ -50,25 +50,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from process_memory import peak_rss_mb, reset_peak
+
 REPO = Path(__file__).resolve().parents[1]
 FIRE_THRESHOLD = 0.65  # the released threshold of most tags
 FIRE_FRACTION = 0.015
 
 
-def _peak_rss_mb() -> float:
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 
 
 _PROTOCOL = []  # a worker's answers go to its original stdout; anything else it prints goes to stderr
@@ -163,7 +151,7 @@ def _serve(args, pixels, call, logits_seen, torch, ready: dict) -> None:
         if request.get("profile"):
             _reply({"profile": _profile(call, batch, torch, request.get("rows", 25))})
             continue
-        _reset_peak()
+        reset_peak()
         times = []
         with torch.no_grad():
             for _ in range(request["repeats"]):
@@ -172,7 +160,7 @@ def _serve(args, pixels, call, logits_seen, torch, ready: dict) -> None:
                 tags = call(batch)
                 times.append(time.perf_counter() - start)
         logits = logits_seen[-1].float().numpy() if logits_seen else np.zeros(0)
-        _reply({"seconds": times, "peak_rss_mb": round(_peak_rss_mb()), "tags": tags,
+        _reply({"seconds": times, "peak_rss_mb": round(peak_rss_mb()), "tags": tags,
                 "logits": logits.round(6).tolist()})
 
 
@@ -274,7 +262,7 @@ def worker_export(args) -> None:
         from tag2text.hub.onnx_export_ram import export_ram_onnx
 
         report = export_ram_onnx(workdir / "model", workdir / "onnx-fp32")
-    _reply({"seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(_peak_rss_mb()),
+    _reply({"seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb()),
             "size_mb": round(sum(report.files.values()) / 1e6)})
 
 

@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from process_memory import peak_rss_mb
+
 SIZES = {
     # batch size, measured steps, warm-up steps
     "tiny": (16, 30, 3),
@@ -37,11 +39,7 @@ def _peak_memory_mb(device) -> float:
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return peak_rss_mb()
 
 
 def _build(size: str, device):

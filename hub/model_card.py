@@ -207,12 +207,12 @@ def card_for_directory(directory, repo_id: str | None = None) -> str:
     any evaluation results it holds."""
     from tag2text import Tag2TextConfig
 
-    from .model_source import load_tagging_config, model_type
+    from .model_source import load_tagging_config, model_type, tagging_only_family
 
     directory = Path(directory)
     trained = (directory / "trainer_state.json").is_file() or (directory / "all_results.json").is_file()
     kind = model_type(str(directory))
-    if kind in ("ram", "ram_plus"):
+    if tagging_only_family(kind):
         config = load_tagging_config(str(directory))
         source = ("Fine-tuned with `tag2text train --init-from` (transformers Trainer, the original's asymmetric "
                   "tagging loss); see `trainer_state.json` and `train_summary.json`." if trained

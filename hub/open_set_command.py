@@ -159,17 +159,16 @@ def run(args) -> int:
     import torch
 
     from .. import build_ram_open_set
-    from ..ram_open_set import OpenSetError
+    from ..ram_open_set import OpenSetError, check_clip_width
     from .model_source import load_image_processor, load_model
 
     clip_model, clip_tokenizer = _load_clip(args.clip_model)
     image_processor = load_image_processor(source)
     model = load_model(source, pack=False, dtype=torch.float32).eval()  # saved afterwards: plain weights
-    width = getattr(clip_model.config, "projection_dim", None)
-    if width != model.config.label_embed_size:
-        raise UsageError(f"--clip-model {args.clip_model}: its projection width is {width}, but the label "
-                         f"embeddings of {args.model} are {model.config.label_embed_size} wide (RAM and RAM++ use "
-                         "CLIP ViT-B/16's 512)")
+    try:
+        check_clip_width(clip_model, model.config.label_embed_size)
+    except OpenSetError as error:
+        raise UsageError(f"--clip-model {args.clip_model}: {error}") from None
     if args.add:
         repeated = [tag for tag in tags if tag in set(model.config.tag_names)]
         if repeated:

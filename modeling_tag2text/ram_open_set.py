@@ -83,6 +83,18 @@ def clip_text_embeddings(texts: list[str], clip_model, clip_tokenizer, batch_siz
     return torch.cat(rows).cpu()
 
 
+def check_clip_width(clip_model, label_width: int) -> None:
+    """The CLIP text tower's projection must be as wide as the label embeddings it makes.
+
+    Raises:
+        OpenSetError: naming both widths.
+    """
+    width = getattr(getattr(clip_model, "config", None), "projection_dim", None)
+    if width != label_width:
+        raise OpenSetError(f"its projection width is {width}, but the label embeddings are {label_width} wide (RAM "
+                           "and RAM++ use CLIP ViT-B/16's 512)")
+
+
 def check_tags(tags) -> list[str]:
     if isinstance(tags, str):
         raise OpenSetError("tags must be a list of tag names, not one string")
@@ -161,10 +173,7 @@ def build_ram_open_set(model, tags, clip_model, clip_tokenizer, descriptions=Non
     """
     config = model.config
     family = "ram_plus" if hasattr(config, "description_counts") else "ram"
-    width = getattr(getattr(clip_model, "config", None), "projection_dim", None)
-    if width != config.label_embed_size:
-        raise OpenSetError(f"the CLIP model's projection width is {width}, but the model's label embeddings are "
-                           f"{config.label_embed_size} wide (RAM and RAM++ use CLIP ViT-B/16's 512)")
+    check_clip_width(clip_model, config.label_embed_size)
     if family == "ram" and descriptions is not None:
         raise OpenSetError("descriptions are a RAM++ input; RAM embeds each tag from its name with 63 prompts")
     tags = check_tags(tags)

@@ -17,28 +17,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, CLIPTextConfig, CLIPTextModelWithProjection
 
 from tag2text import Tag2TextImageProcessor
 from tag2text.hub.annotation_writer import read_rows
+from ram_support import FIXTURE, convert
 from tag2text.hub.cli import main as cli_main
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ram_tiny"
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text(encoding="utf-8"))
 IMAGES = [FIXTURE / "image0.png", FIXTURE / "image1.png"]
 FAMILIES = ["ram", "ram_plus"]
-
-
-def convert(family, out):
-    arguments = ["--log-level", "WARNING", "convert", "--output-dir", str(out),
-                 "--checkpoint", str(FIXTURE / f"{family}_state_dict.safetensors"),
-                 "--threshold-file", str(FIXTURE / f"{family}_tag_list_threshold.txt"),
-                 "--vision-config", str(FIXTURE / "swin_config.json"), "--q2l-config", str(FIXTURE / "q2l_config.json"),
-                 "--med-config", str(FIXTURE / "med_config.json"), "--tag-list", str(FIXTURE / "tag_list.txt"),
-                 "--tag-list-chinese", str(FIXTURE / "tag_list_chinese.txt")]
-    assert cli_main(arguments) == 0
 
 
 @pytest.fixture(scope="module")

@@ -23,25 +23,15 @@ from safetensors.numpy import load_file
 from transformers import AutoModelForImageClassification
 
 from tag2text import Tag2TextImageProcessor, build_ram_open_set
+from ram_support import FIXTURE, convert
 from tag2text.hub.cli import main as cli_main
 from tag2text.processing.clip_text import load_clip_text_tower
 from tag2text.training.ram_setup import NEW_TAG_THRESHOLD, replace_ram_label_space
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ram_tiny"
 CLIP = FIXTURE / "clip_text"
 FAMILIES = ["ram", "ram_plus"]
 # Four tags of the fixture's list and one it does not have.
 TAGS = ["sky", "grass", "red", "sun", "blue square"]
-
-
-def convert(family, out):
-    arguments = ["--log-level", "WARNING", "convert", "--output-dir", str(out),
-                 "--checkpoint", str(FIXTURE / f"{family}_state_dict.safetensors"),
-                 "--threshold-file", str(FIXTURE / f"{family}_tag_list_threshold.txt"),
-                 "--vision-config", str(FIXTURE / "swin_config.json"), "--q2l-config", str(FIXTURE / "q2l_config.json"),
-                 "--med-config", str(FIXTURE / "med_config.json"), "--tag-list", str(FIXTURE / "tag_list.txt"),
-                 "--tag-list-chinese", str(FIXTURE / "tag_list_chinese.txt")]
-    assert cli_main(arguments) == 0
 
 
 def write_scenes(directory: Path, count: int, seed: int) -> list[dict]:
@@ -215,7 +205,7 @@ def test_train_learns_the_tags_calibrates_and_saves_a_model_every_command_reads(
     from tag2text.hub.model_card import card_for_directory
 
     card = card_for_directory(out)
-    assert f"image tagging (5 tags)" in card and "Fine-tuned with `tag2text train --init-from`" in card
+    assert "image tagging (5 tags)" in card and "Fine-tuned with `tag2text train --init-from`" in card
 
 
 def average_precision(scores, labels):

@@ -27,42 +27,56 @@ logger = logging.getLogger(__name__)
 _COUNTER_SLOTS = 257
 
 
-def new_skip_counter() -> torch.Tensor:
-    """A collator's skipped-image counter, in shared memory: DataLoader workers (forked or spawned by torch) add
-    to the same tensor, each in its own slot."""
-    return torch.zeros(_COUNTER_SLOTS, dtype=torch.long).share_memory_()
+class ImageBatchCollator:
+    """What every training collator shares: the image loader, the skipped-image counter (in shared memory, so that
+    DataLoader worker processes add to the same tensor, each in its own slot) and the per-sample generators seeded
+    by ``(seed, epoch, sample index)``."""
+
+    def __init__(self, augmentation: TrainAugmentation | None = None, image_loader: ImageLoader | None = None,
+                 seed: int = 0):
+        self.augmentation = augmentation
+        self.image_loader = image_loader or ImageLoader()
+        self.seed = int(seed)
+        self.epoch = 0
+        self._skipped = torch.zeros(_COUNTER_SLOTS, dtype=torch.long).share_memory_()
+
+    @property
+    def image_load_failures(self) -> int:
+        """Images skipped so far by this collator, in this process and in its DataLoader workers."""
+        return int(self._skipped.sum())
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+    def load_images(self, records: list[dict]) -> tuple[list[dict], list]:
+        """``(records whose image loaded, their images)``, the skipped ones counted; augmentation is the
+        subclass's: each collator draws from the sample's generator in its own order.
+
+        Raises:
+            BadImageError: no image of the batch could be loaded.
+        """
+        kept, images = [], []
+        failures_before = self.image_loader.skipped
+        for record in records:
+            name = record["image"] if isinstance(record["image"], str) else None
+            image = self.image_loader.load(record["image"], name=repr(name) if name else None)
+            if image is not None:
+                kept.append(record)
+                images.append(image)
+        skipped = self.image_loader.skipped - failures_before
+        if skipped:
+            worker = torch.utils.data.get_worker_info()
+            slot = 0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)
+            self._skipped[slot] += skipped
+        if not images:
+            raise BadImageError(
+                f"every image of a batch of {len(records)} failed to load (see the warnings above); "
+                "check the image paths/root"
+            )
+        return kept, images
 
 
-def load_batch_images(collator, records: list[dict]) -> tuple[list[dict], list]:
-    """``(records whose image loaded, their images)`` through ``collator.image_loader``, adding the skipped ones to
-    ``collator._skipped`` (see :func:`new_skip_counter`); augmented images are then the caller's: each collator
-    draws from the sample's generator in its own order.
-
-    Raises:
-        BadImageError: no image of the batch could be loaded.
-    """
-    kept, images = [], []
-    failures_before = collator.image_loader.skipped
-    for record in records:
-        name = record["image"] if isinstance(record["image"], str) else None
-        image = collator.image_loader.load(record["image"], name=repr(name) if name else None)
-        if image is not None:
-            kept.append(record)
-            images.append(image)
-    skipped = collator.image_loader.skipped - failures_before
-    if skipped:
-        worker = torch.utils.data.get_worker_info()
-        slot = 0 if worker is None else 1 + worker.id % (_COUNTER_SLOTS - 1)
-        collator._skipped[slot] += skipped
-    if not images:
-        raise BadImageError(
-            f"every image of a batch of {len(records)} failed to load (see the warnings above); "
-            "check the image paths/root"
-        )
-    return kept, images
-
-
-class Tag2TextCollator:
+class Tag2TextCollator(ImageBatchCollator):
     """Turn a list of records into a training batch.
 
     Args:
@@ -93,24 +107,12 @@ class Tag2TextCollator:
     def __init__(self, processor, tag_names, augmentation: TrainAugmentation | None = None, shuffle_tags: bool = False,
                  random_caption: bool = True, excluded_tag_ids=(), image_loader: ImageLoader | None = None,
                  seed: int = 0):
+        super().__init__(augmentation, image_loader, seed)
         self.processor = processor
         self.tag_names = list(tag_names)
-        self.augmentation = augmentation
         self.shuffle_tags = shuffle_tags
         self.random_caption = random_caption
         self.excluded = set(int(i) for i in excluded_tag_ids)
-        self.image_loader = image_loader or ImageLoader()
-        self.seed = int(seed)
-        self.epoch = 0
-        self._skipped = new_skip_counter()
-
-    @property
-    def image_load_failures(self) -> int:
-        """Images skipped so far by this collator, in this process and in its DataLoader workers."""
-        return int(self._skipped.sum())
-
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def tag_text_ids(self, record: dict, caption_index: int, rng: np.random.Generator) -> list[int]:
         per_caption = record.get("caption_tag_ids") or []
@@ -122,7 +124,7 @@ class Tag2TextCollator:
 
     def __call__(self, records: list[dict]) -> dict:
         images, captions, tag_texts, tag_rows, sample_ids = [], [], [], [], []
-        for record, image in zip(*load_batch_images(self, records)):
+        for record, image in zip(*self.load_images(records)):
             index = int(record.get("index", 0))
             rng = self.rng(index)
             name = record["image"] if isinstance(record["image"], str) else None

@@ -15,14 +15,12 @@ embeddings included (the original keeps them as trainable parameters), so new ta
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 
-import numpy as np
 import torch
 
-from .collator import load_batch_images
+from .collator import ImageBatchCollator
 
 logger = logging.getLogger(__name__)
 
@@ -36,20 +34,12 @@ def tagging_family(init_from: str | None) -> str | None:
     """``"ram"`` or ``"ram_plus"`` when ``init_from`` (a directory or Hub id) holds a RAM / RAM++ model, else None."""
     if not init_from:
         return None
-    config_file = os.path.join(os.path.expanduser(os.fspath(init_from)), "config.json")
-    if os.path.isfile(config_file):
-        with open(config_file, encoding="utf-8") as handle:
-            try:
-                values = json.load(handle)
-            except json.JSONDecodeError:
-                return None  # from_pretrained reports the broken file
-    else:
-        from transformers import PretrainedConfig
+    from transformers import PretrainedConfig
 
-        try:
-            values, _ = PretrainedConfig.get_config_dict(init_from)
-        except (OSError, ValueError):
-            return None
+    try:  # a local directory's config.json, or a Hub id's from the cache (offline)
+        values, _ = PretrainedConfig.get_config_dict(os.path.expanduser(os.fspath(init_from)))
+    except (OSError, ValueError):
+        return None  # from_pretrained reports it, naming the option
     model_type = values.get("model_type") if isinstance(values, dict) else None
     return model_type if model_type in RAM_MODEL_TYPES else None
 
@@ -81,7 +71,7 @@ def replace_ram_label_space(model, tag_names: list[str], clip_model=None, clip_t
     Raises:
         ValueError: a blank or repeated tag, or a CLIP tower whose projection is not the label width.
     """
-    from ..ram_open_set import check_tags, open_set_label_embeddings
+    from ..ram_open_set import check_clip_width, check_tags, open_set_label_embeddings
 
     tag_names = check_tags(tag_names)
     config = model.config
@@ -94,10 +84,7 @@ def replace_ram_label_space(model, tag_names: list[str], clip_model=None, clip_t
     added = [name for name in tag_names if name not in old_index]
     new_blocks = {}
     if added and clip_model is not None:
-        width = getattr(getattr(clip_model, "config", None), "projection_dim", None)
-        if width != config.label_embed_size:
-            raise ValueError(f"the CLIP model's projection width is {width}, but the label embeddings are "
-                             f"{config.label_embed_size} wide (RAM and RAM++ use CLIP ViT-B/16's 512)")
+        check_clip_width(clip_model, config.label_embed_size)
         embeds, counts, _ = open_set_label_embeddings(family, added, clip_model, clip_tokenizer)
         for name, block in zip(added, torch.split(embeds, counts)):
             new_blocks[name] = block
@@ -139,7 +126,7 @@ def build_ram_model_and_processor(model_args, tag_list, family: str):
     model = model_class.from_pretrained(model_args.init_from, dtype=torch.float32)
     processor = Tag2TextImageProcessor.from_pretrained(model_args.init_from)
     if tag_list is not None and list(tag_list.names) != list(model.config.tag_names):
-        from ..ram_open_set import OpenSetError, check_tags
+        from ..ram_open_set import OpenSetError, check_clip_width, check_tags
         from .option_values import TrainingArgumentError
 
         where = f"--tag-list {model_args.tag_list}" if model_args.tag_list else "the tag list of the data"
@@ -152,12 +139,10 @@ def build_ram_model_and_processor(model_args, tag_list, family: str):
             from ..processing.clip_text import load_clip_text_tower
 
             clip_model, clip_tokenizer = load_clip_text_tower(model_args.clip_model, "--clip-model")
-            width = getattr(clip_model.config, "projection_dim", None)
-            if width != model.config.label_embed_size:
-                raise TrainingArgumentError(
-                    f"--clip-model {model_args.clip_model}: its projection width is {width}, but the label "
-                    f"embeddings of {model_args.init_from} are {model.config.label_embed_size} wide (RAM and RAM++ "
-                    "use CLIP ViT-B/16's 512)")
+            try:
+                check_clip_width(clip_model, model.config.label_embed_size)
+            except OpenSetError as error:
+                raise TrainingArgumentError(f"--clip-model {model_args.clip_model}: {error}") from None
         replace_ram_label_space(model, list(tag_list.names), clip_model, clip_tokenizer)
     if model_args.tag_threshold is not None:
         model.config.class_thresholds = [float(model_args.tag_threshold)] * model.config.num_tags
@@ -166,32 +151,18 @@ def build_ram_model_and_processor(model_args, tag_list, family: str):
     return model, processor
 
 
-class TaggingCollator:
+class TaggingCollator(ImageBatchCollator):
     """Records -> ``{"pixel_values", "labels"}`` (multi-hot over the model's tags): the inputs of a RAM / RAM++
     ``forward``. Images are loaded, augmented and seeded per sample as :class:`~.collator.Tag2TextCollator` does
-    (see :func:`~.collator.load_batch_images`), so resumed runs build the same batches."""
+    (see :class:`~.collator.ImageBatchCollator`), so resumed runs build the same batches."""
 
     def __init__(self, image_processor, num_tags: int, augmentation=None, image_loader=None, seed: int = 0):
-        from .collator import new_skip_counter
-        from .images import ImageLoader
-
+        super().__init__(augmentation, image_loader, seed)
         self.image_processor = image_processor
         self.num_tags = int(num_tags)
-        self.augmentation = augmentation
-        self.image_loader = image_loader or ImageLoader()
-        self.seed = int(seed)
-        self.epoch = 0
-        self._skipped = new_skip_counter()
-
-    @property
-    def image_load_failures(self) -> int:
-        return int(self._skipped.sum())
-
-    def rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
 
     def __call__(self, records: list[dict]) -> dict:
-        kept, images = load_batch_images(self, records)
+        kept, images = self.load_images(records)
         if self.augmentation is not None:
             images = [self.augmentation(image, self.rng(int(record.get("index", 0))))
                       for record, image in zip(kept, images)]

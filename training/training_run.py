@@ -96,7 +96,6 @@ def default_augmentation(config, init_from) -> bool:
 def prepare_training(model_args, data_args, training_args, callbacks=()) -> TrainingSetup:
     """Read the data, resolve the tag list, build the model, processor, collator and trainer."""
     from .. import Tag2TextConfig
-    from .augmentation import TrainAugmentation
     from .collator import Tag2TextCollator, evaluation_collator
     from .data import TagResolver
     from .evaluation import Tag2TextEvaluator
@@ -170,18 +169,8 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
     if training_args.process_index == 0:
         tag_list.write(saved_tags)
 
-    if isinstance(train_dataset, WebDatasetSource) and training_args.max_steps <= 0:
-        per_step = (training_args.per_device_train_batch_size * training_args.world_size
-                    * training_args.gradient_accumulation_steps)
-        training_args.max_steps = math.ceil(train_dataset.num_samples / per_step * training_args.num_train_epochs)
-        logger.info("streamed data: %d samples -> max_steps=%d", train_dataset.num_samples, training_args.max_steps)
-
-    image_size = int(model.config.vision_config.image_size)
-    if data_args.augment is None:
-        data_args.augment = default_augmentation(model.config, model_args.init_from)
-    augment = data_args.augment
-    model.config.trained_with_augmentation = augment  # saved with the weights: the next fine-tune follows it
-    augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if augment else None
+    set_streamed_max_steps(train_dataset, training_args)
+    augmentation = training_augmentation(model.config, model_args, data_args)
     collator = Tag2TextCollator(processor, model.config.tag_names, augmentation=augmentation,
                                 shuffle_tags=data_args.shuffle_tags,
                                 excluded_tag_ids=model.config.caption_excluded_tag_ids,
@@ -217,6 +206,32 @@ def prepare_training(model_args, data_args, training_args, callbacks=()) -> Trai
                          tokenizer_source=source)
 
 
+def set_streamed_max_steps(train_dataset, training_args) -> None:
+    """Streamed (webdataset) data has no length for the Trainer: without --max-steps, the steps of
+    --num-train-epochs over its sample count."""
+    from .webdataset import WebDatasetSource
+
+    if isinstance(train_dataset, WebDatasetSource) and training_args.max_steps <= 0:
+        per_step = (training_args.per_device_train_batch_size * training_args.world_size
+                    * training_args.gradient_accumulation_steps)
+        training_args.max_steps = math.ceil(train_dataset.num_samples / per_step * training_args.num_train_epochs)
+        logger.info("streamed data: %d samples -> max_steps=%d", train_dataset.num_samples, training_args.max_steps)
+
+
+def training_augmentation(config, model_args, data_args):
+    """The run's :class:`~.augmentation.TrainAugmentation`, or None; the choice (given, or
+    :func:`default_augmentation`) is recorded in ``config`` (saved with the weights: the next fine-tune follows
+    it)."""
+    from .augmentation import TrainAugmentation
+
+    if data_args.augment is None:
+        data_args.augment = default_augmentation(config, model_args.init_from)
+    config.trained_with_augmentation = data_args.augment
+    if not data_args.augment:
+        return None
+    return TrainAugmentation(int(config.vision_config.image_size), data_args.augmentation_config())
+
+
 def check_ram_arguments(model_args) -> None:
     """Options that have no meaning for a RAM / RAM++ fine-tune (no text side, no new architecture) are refused,
     not ignored (the loss options: :func:`.arguments.dataclasses_from_namespace`)."""
@@ -234,7 +249,6 @@ def _prepare_ram_training(family, tag_list, train_dataset, eval_dataset, holdout
     tagging collator, the tagging evaluator and the trainer."""
     from transformers import set_seed
 
-    from .augmentation import TrainAugmentation
     from .evaluation import Tag2TextEvaluator
     from .images import ImageLoader
     from .ram_setup import TaggingCollator, build_ram_model_and_processor
@@ -245,15 +259,8 @@ def _prepare_ram_training(family, tag_list, train_dataset, eval_dataset, holdout
     model, image_processor = build_ram_model_and_processor(model_args, tag_list, family)
     if training_args.process_index == 0:
         tag_list.write(saved_tags)
-    if isinstance(train_dataset, WebDatasetSource) and training_args.max_steps <= 0:
-        per_step = (training_args.per_device_train_batch_size * training_args.world_size
-                    * training_args.gradient_accumulation_steps)
-        training_args.max_steps = math.ceil(train_dataset.num_samples / per_step * training_args.num_train_epochs)
-    if data_args.augment is None:
-        data_args.augment = default_augmentation(model.config, model_args.init_from)
-    model.config.trained_with_augmentation = data_args.augment
-    image_size = int(model.config.vision_config.image_size)
-    augmentation = TrainAugmentation(image_size, data_args.augmentation_config()) if data_args.augment else None
+    set_streamed_max_steps(train_dataset, training_args)
+    augmentation = training_augmentation(model.config, model_args, data_args)
     collator = TaggingCollator(image_processor, model.config.num_tags, augmentation=augmentation,
                                image_loader=ImageLoader(fail_fast=data_args.fail_on_bad_image,
                                                         cache_megabytes=data_args.image_cache_megabytes),
@@ -322,7 +329,7 @@ def run_training(setup: TrainingSetup) -> dict:
         calibrate_thresholds(setup)
         calibration = {"split": "--eval-dir", "num_thresholds": len(setup.model.config.tag_thresholds)}
     trainer.save_model(args.output_dir)
-    if trainer.is_world_process_zero() and not hasattr(setup.processor, "tokenizer"):
+    if trainer.is_world_process_zero() and trainer.tagging_only:
         # A RAM / RAM++ directory names its image processor in config.json only (see the function's docstring).
         from ..modeling_ram import image_processor_config_without_auto_map
 
