@@ -52,6 +52,15 @@ def _threshold_note(defaults: dict) -> str:
             if per_class else f"the model's threshold ({defaults['threshold']})")
 
 
+def _threshold_controls(defaults: dict):
+    """(use the model's thresholds checkbox, one-threshold slider), placed in the current Gradio column."""
+    use_model_thresholds = gr.Checkbox(value=True, label=f"Use {_threshold_note(defaults)}",
+                                       elem_id="t2t-model-thresholds")
+    threshold = gr.Slider(0.0, 1.0, value=defaults["threshold"], step=0.01,
+                          label="Tag threshold (when the box above is cleared)", elem_id="t2t-threshold")
+    return use_model_thresholds, threshold
+
+
 def build_tagging_demo(service) -> gr.Blocks:
     """The page of a tagging-only model (RAM, RAM++): English and Chinese tags with their scores, no caption."""
     described = service.model.describe()
@@ -82,10 +91,7 @@ def build_tagging_demo(service) -> gr.Blocks:
             with gr.Column():
                 image = gr.Image(type="filepath", image_mode=None, format="png", sources=["upload", "clipboard"],
                                  label="Image", height=320, elem_id="t2t-image")
-                use_model_thresholds = gr.Checkbox(value=True, label=f"Use {_threshold_note(defaults)}",
-                                                   elem_id="t2t-model-thresholds")
-                threshold = gr.Slider(0.0, 1.0, value=defaults["threshold"], step=0.01,
-                                      label="Tag threshold (when the box above is cleared)", elem_id="t2t-threshold")
+                use_model_thresholds, threshold = _threshold_controls(defaults)
                 run = gr.Button("Tag", variant="primary", elem_id="t2t-run")
             with gr.Column():
                 tags = gr.Textbox(label="Tags (English)", interactive=False, elem_id="t2t-tags")
@@ -106,7 +112,6 @@ def build_demo(service) -> gr.Blocks:
         return build_tagging_demo(service)
     described = service.model.describe()
     defaults = described["defaults"]
-    per_class = defaults["per_class_thresholds"]
 
     def tag_and_caption(image_path, steering, use_model_thresholds, threshold):
         if not image_path:
@@ -120,8 +125,6 @@ def build_demo(service) -> gr.Blocks:
             raise gr.Error(error.message) from error
         return result["caption"], " | ".join(result["tags"]), result["tag_scores"]
 
-    threshold_note = (f"the model's thresholds ({per_class} per-class, {defaults['threshold']} otherwise)"
-                      if per_class else f"the model's threshold ({defaults['threshold']})")
     with gr.Blocks(title="Tag2Text", analytics_enabled=False) as demo:
         gr.Markdown(
             "# Tag2Text\nImage tagging and tag-guided captioning. Upload or paste an image; the model tags it "
@@ -134,10 +137,7 @@ def build_demo(service) -> gr.Blocks:
                                  label="Image", height=320, elem_id="t2t-image")
                 steering = gr.Textbox(label="Steering tags (optional)", placeholder="dog | grass",
                                       elem_id="t2t-steering")
-                use_model_thresholds = gr.Checkbox(value=True, label=f"Use {threshold_note}",
-                                                   elem_id="t2t-model-thresholds")
-                threshold = gr.Slider(0.0, 1.0, value=defaults["threshold"], step=0.01,
-                                      label="Tag threshold (when the box above is cleared)", elem_id="t2t-threshold")
+                use_model_thresholds, threshold = _threshold_controls(defaults)
                 run = gr.Button("Tag and caption", variant="primary", elem_id="t2t-run")
             with gr.Column():
                 caption = gr.Textbox(label="Caption", interactive=False, elem_id="t2t-caption")
