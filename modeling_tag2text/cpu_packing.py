@@ -244,16 +244,10 @@ def _unfuse_gelu(tree: nn.Module) -> None:
             getattr(module, names[0]).activation = None
 
 
-# RAM / RAM++ projections outside those trees that run on every tag or visual token (RAM++'s wordvec_proj runs on
-# batch x 4,585 tag rows: as much work as a tagging-head layer's attention projections).
-_PER_TAG_PROJECTIONS = ("wordvec_proj", "image_proj")
-
-
-def _swap_linears(parent: nn.Module, names, pack: bool) -> None:
-    """In ``parent``, the children ``names`` become PackedLinears (``pack``) or nn.Linear again, holding the same
+def _swap_linears(parent: nn.Module, pack: bool) -> None:
+    """``parent``'s linear children become PackedLinears (``pack``) or nn.Linear again, holding the same
     Parameters."""
-    for name in names:
-        child = getattr(parent, name, None)
+    for name, child in list(parent.named_children()):
         if pack and type(child) is nn.Linear:
             setattr(parent, name, PackedLinear.sharing(child))
         elif not pack and type(child) is PackedLinear:
@@ -272,12 +266,11 @@ def pack_cpu_weights(model: nn.Module) -> nn.Module:
     results, 10% less time for that layer); in bfloat16 it runs after the product, as before."""
     for tree in _packed_trees(model):
         for parent in list(tree.modules()):
-            _swap_linears(parent, [name for name, _ in parent.named_children()], pack=True)
+            _swap_linears(parent, pack=True)
         _fuse_gelu(tree)
         if _begin_call not in tree._forward_pre_hooks.values():
             tree.register_forward_pre_hook(_begin_call, with_kwargs=True)
             tree.register_forward_hook(_end_call, with_kwargs=True, always_call=True)
-    _swap_linears(model, _PER_TAG_PROJECTIONS, pack=True)
     return model
 
 
@@ -287,14 +280,13 @@ def unpack_cpu_weights(model: nn.Module) -> nn.Module:
     for tree in _packed_trees(model):
         _unfuse_gelu(tree)
         for parent in list(tree.modules()):
-            _swap_linears(parent, [name for name, _ in parent.named_children()], pack=False)
+            _swap_linears(parent, pack=False)
         for hooks, hook in ((tree._forward_pre_hooks, _begin_call), (tree._forward_hooks, _end_call)):
             for key in [key for key, value in hooks.items() if value is hook]:
                 del hooks[key]
                 tree._forward_hooks_with_kwargs.pop(key, None)
                 tree._forward_pre_hooks_with_kwargs.pop(key, None)
                 tree._forward_hooks_always_called.pop(key, None)
-    _swap_linears(model, _PER_TAG_PROJECTIONS, pack=False)
     return model
 
 
