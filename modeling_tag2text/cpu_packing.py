@@ -17,7 +17,7 @@ read once per call of a packed module tree (forward hooks installed by :func:`pa
 below that weights cannot change until the call returns) and once per generation for the decoder's steps. The
 copies cost the weights' memory once more.
 
-Imports only torch and its sibling text module.
+Imports torch, its sibling text module and the Swin micro-batches (transformers' Swin).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .modeling_tag2text_text import Tag2TextEncoder, Tag2TextTextDecoder, is_tracing
+from .swin_micro_batches import micro_batch_swin_stages
 
 
 def _weight_fingerprint(weight: torch.Tensor) -> torch.Tensor:
@@ -263,11 +264,13 @@ def pack_cpu_weights(model: nn.Module) -> nn.Module:
 
     An exact GELU right after a packed layer (the feed-forward blocks of the Swin tower and the BERT layers) moves
     into that layer, where in float32 oneDNN applies it to the product in the same pass (measured: bit-identical
-    results, 10% less time for that layer); in bfloat16 it runs after the product, as before."""
+    results, 10% less time for that layer); in bfloat16 it runs after the product, as before. The Swin tower's
+    stages run in micro-batches of images (:mod:`.swin_micro_batches`; the same numbers)."""
     for tree in _packed_trees(model):
         for parent in list(tree.modules()):
             _swap_linears(parent, pack=True)
         _fuse_gelu(tree)
+        micro_batch_swin_stages(tree, enable=True)
         if _begin_call not in tree._forward_pre_hooks.values():
             tree.register_forward_pre_hook(_begin_call, with_kwargs=True)
             tree.register_forward_hook(_end_call, with_kwargs=True, always_call=True)
@@ -279,6 +282,7 @@ def unpack_cpu_weights(model: nn.Module) -> nn.Module:
     place; returns ``model``."""
     for tree in _packed_trees(model):
         _unfuse_gelu(tree)
+        micro_batch_swin_stages(tree, enable=False)
         for parent in list(tree.modules()):
             _swap_linears(parent, pack=False)
         for hooks, hook in ((tree._forward_pre_hooks, _begin_call), (tree._forward_hooks, _end_call)):

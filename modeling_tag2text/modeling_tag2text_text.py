@@ -67,6 +67,14 @@ def is_tracing(*tensors) -> bool:
     return any(type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors)
 
 
+def cpu_inference(module: nn.Module, tensor: torch.Tensor) -> bool:
+    """Whether ``module`` computes ``tensor`` in CPU inference (eval mode, no gradients, eagerly, a plain CPU
+    tensor): where this library's CPU shortcuts (row chunks, micro-batches) may run. Not in training mode
+    even without gradients: dropout in slices would draw its random numbers in another order."""
+    return (tensor.device.type == "cpu" and not module.training and not torch.is_grad_enabled()
+            and not is_tracing(tensor))
+
+
 class Tag2TextTextEmbeddings(nn.Module):
     """Word plus absolute position embeddings, LayerNorm, dropout (no token types)."""
 
@@ -256,15 +264,22 @@ class Tag2TextLayer(GradientCheckpointingLayer):
             hidden_states, self_weights = self.attention(
                 hidden_states, attention_mask, cache=cache, output_attentions=output_attentions
             )
-        if mode != "text":
-            hidden_states, cross_weights = self.crossattention(
-                hidden_states,
-                None,
-                encoder_hidden_states,
-                cache=cache if mode == "multimodal" else None,
-                num_heads=num_heads if mode == "tagging" else None,
-                output_attentions=output_attentions,
-            )
+        if mode == "text":
+            return self._feed_forward(hidden_states), self_weights, cross_weights
+        cross_arguments = dict(cache=cache if mode == "multimodal" else None,
+                               num_heads=num_heads if mode == "tagging" else None, output_attentions=output_attentions)
+        if self._rows_in_cpu_chunks(hidden_states):
+            # The attention's output block (dense, residual, LayerNorm) and the feed-forward block after it both
+            # work row by row: run them together on each slice of rows, so a slice stays in cache from the one to
+            # the other (RAM's tagging head, 4,585 queries per image, batch 8: 4.88 s -> 4.65 s, best of 5 alternating,
+            # bit-identical logits).
+            attended, cross_weights = self.crossattention.self(
+                hidden_states, None, encoder_hidden_states, **cross_arguments)
+            output = self.crossattention.output
+            return self._in_row_chunks(lambda rows, residual: self._feed_forward_chunk(output(rows, residual)),
+                                       attended, hidden_states), self_weights, cross_weights
+        hidden_states, cross_weights = self.crossattention(hidden_states, None, encoder_hidden_states,
+                                                           **cross_arguments)
         return self._feed_forward(hidden_states), self_weights, cross_weights
 
     def _feed_forward(self, hidden_states):
@@ -283,23 +298,35 @@ class Tag2TextLayer(GradientCheckpointingLayer):
                 return self._feed_forward_chunk(hidden_states)
             return torch.cat([self._feed_forward_chunk(piece) for piece in hidden_states.split(configured, dim=1)],
                              dim=1)
-        if not self._cpu_inference(hidden_states):
+        if not self._rows_in_cpu_chunks(hidden_states):
             return self._feed_forward_chunk(hidden_states)
-        # CPU inference: 512 rows at a time over every position of every image (a batch of 8 would otherwise make
-        # 8 x 512-row slices that no longer stay in cache; measured 5% faster for the block at batch 8).
-        rows = hidden_states.reshape(1, -1, hidden_states.shape[-1])
+        return self._in_row_chunks(self._feed_forward_chunk, hidden_states)
+
+    def _rows_in_cpu_chunks(self, hidden_states) -> bool:
+        """CPU inference with more rows than one chunk and no chunk size configured (see :meth:`_feed_forward`)."""
+        return (getattr(self.config, "chunk_size_feed_forward", None) is None and cpu_inference(self, hidden_states)
+                and hidden_states.shape[:-1].numel() > CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD)
+
+    @staticmethod
+    def _in_row_chunks(function, *tensors):
+        """``function`` on CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD rows at a time of equally shaped (batch, length,
+        width) ``tensors``, its (1, rows, width) results joined back into (batch, length, width).
+
+        The slices run over every position of every image of the batch (a batch of 8 would otherwise make 8 x
+        512-row slices that no longer stay in cache; measured 5% faster for the feed-forward block at batch 8);
+        when a tensor cannot be viewed that way without a copy (label queries expanded over the batch with
+        stride 0, the residual of the first tagging layer), within each image instead."""
         chunk = CPU_INFERENCE_CHUNK_SIZE_FEED_FORWARD
-        if rows.shape[1] <= chunk:
-            return self._feed_forward_chunk(hidden_states)
-        pieces = [self._feed_forward_chunk(piece) for piece in rows.split(chunk, dim=1)]
-        return torch.cat(pieces, dim=1).view(hidden_states.shape)
+        batch, length, width = tensors[0].shape
+        if all(tensor.is_contiguous() for tensor in tensors):
+            pieces = zip(*(tensor.view(1, batch * length, width).split(chunk, dim=1) for tensor in tensors))
+        else:
+            pieces = ([tensor[image:image + 1, start:start + chunk] for tensor in tensors]
+                      for image in range(batch) for start in range(0, length, chunk))
+        return torch.cat([function(*piece) for piece in pieces], dim=1).view(batch, length, -1)
 
     def _feed_forward_chunk(self, hidden_states):
         return self.output(self.intermediate(hidden_states), hidden_states)
-
-    def _cpu_inference(self, hidden_states) -> bool:
-        return (hidden_states.device.type == "cpu" and not self.training and not torch.is_grad_enabled()
-                and not is_tracing(hidden_states))
 
 
 class Tag2TextEncoder(nn.Module):

@@ -411,3 +411,57 @@ def test_shared_queries_are_projected_once_in_inference_only(model):
     attention._project_query(queries)  # gradients on
     handle.remove()
     assert rows == [4]
+
+
+def test_swin_stages_run_in_micro_batches_with_the_same_numbers(model, pixel_values, monkeypatch):
+    """With packed weights each Swin stage runs as many images at a time as keep its MLP activation within
+    STAGE_MICRO_BATCH_BYTES, in CPU inference only; the numbers are transformers' own tower's on the whole batch."""
+    from transformers import SwinModel
+    from transformers.models.swin.modeling_swin import SwinStage
+
+    from tag2text import swin_micro_batches
+
+    monkeypatch.setattr(model, "cpu_inference_images_per_chunk", 0)  # the model hands the tower the whole batch
+    tower = model.vision_model
+    plain = SwinModel(model.config.vision_config, add_pooling_layer=True).eval()
+    plain.load_state_dict(tower.state_dict())
+    keys = list(model.state_dict())
+    pack_cpu_weights(model)
+    stages = [m for m in tower.modules() if isinstance(m, SwinStage)]
+    assert len(stages) == 2 and all(type(s) is swin_micro_batches.MicroBatchedSwinStage for s in stages)
+    assert list(model.state_dict()) == keys
+    clones = (copy.deepcopy(model), pickle.loads(pickle.dumps(model)))  # the stage class is importable
+    vision = model.config.vision_config
+    tokens = (vision.image_size // vision.patch_size) ** 2  # 64 tokens of width 16 in the first stage
+    first_stage_mlp_bytes = 4 * tokens * int(vision.mlp_ratio * vision.embed_dim)
+    # One image's first-stage MLP activation: stage 1 one image at a time; stage 2 (a quarter of the tokens, twice
+    # as wide: half the bytes) two.
+    monkeypatch.setattr(swin_micro_batches, "STAGE_MICRO_BATCH_BYTES", first_stage_mlp_bytes)
+    seen = {0: [], 1: []}
+    for index, stage in enumerate(stages):
+        stage.blocks[0].register_forward_pre_hook(lambda module, args, index=index: seen[index].append(args[0].shape[0]))
+    with torch.no_grad():
+        fast = model.get_image_embeddings(pixel_values)
+        out = plain(pixel_values=pixel_values, output_hidden_states=True)
+        hidden = tower(pixel_values=pixel_values, output_hidden_states=True)  # every stage output, joined
+    assert seen == {0: [1, 1, 1, 1, 1, 1], 1: [2, 1, 2, 1]}
+    want = torch.cat([out.pooler_output.unsqueeze(1), out.last_hidden_state], 1)
+    torch.testing.assert_close(fast, want, atol=1e-5, rtol=1e-5)
+    assert len(hidden.reshaped_hidden_states) == len(out.reshaped_hidden_states)
+    for got, expected in zip(hidden.reshaped_hidden_states, out.reshaped_hidden_states):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # Splitting changes nothing, to the bit: the same packed tower with the batch whole.
+    monkeypatch.setattr(swin_micro_batches, "STAGE_MICRO_BATCH_BYTES", 2**40)
+    with torch.no_grad():
+        assert torch.equal(model.get_image_embeddings(pixel_values), fast)
+    monkeypatch.setattr(swin_micro_batches, "STAGE_MICRO_BATCH_BYTES", first_stage_mlp_bytes)
+    for index in seen:
+        seen[index].clear()
+    model.get_image_embeddings(pixel_values)  # gradients on: the whole batch
+    assert seen == {0: [3], 1: [3]}
+    for clone in clones:
+        assert type(clone.vision_model.encoder.layers[0]) is swin_micro_batches.MicroBatchedSwinStage
+        with torch.no_grad():
+            assert torch.equal(clone.get_image_embeddings(pixel_values), fast)
+    unpack_cpu_weights(model)
+    assert all(type(s) is SwinStage for s in stages) and list(model.state_dict()) == keys
