@@ -30,7 +30,6 @@ RELEASED_NAMES = {127: "quarter", 2961: "back", 3351: "two", 3265: "three", 3338
                   2701: "person", 2828: "man", 1167: "woman"}
 
 
-
 def make_inputs(workdir: Path) -> dict:
     """Write the random checkpoint, tag list and vocab; return their paths."""
     import torch

@@ -35,8 +35,6 @@ RELEASED_THRESHOLD = 0.68
 TOKENS = 30
 
 
-
-
 # -- stages (each in its own process) -------------------------------------------------------------------------
 
 

@@ -57,8 +57,6 @@ FIRE_THRESHOLD = 0.65  # the released threshold of most tags
 FIRE_FRACTION = 0.015
 
 
-
-
 _PROTOCOL = []  # a worker's answers go to its original stdout; anything else it prints goes to stderr
 
 

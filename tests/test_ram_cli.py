@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from transformers import AutoModelForImageClassification, CLIPTextConfig, CLIPTextModelWithProjection
 
+from ram_support import FIXTURE, convert
 from tag2text import Tag2TextImageProcessor
 from tag2text.hub.annotation_writer import read_rows
-from ram_support import FIXTURE, convert
 from tag2text.hub.cli import main as cli_main
 
 GOLDEN = json.loads((FIXTURE / "golden.json").read_text(encoding="utf-8"))

@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 from safetensors.numpy import load_file
-from transformers import AutoModelForImageClassification
+from transformers import AutoModelForImageClassification, AutoTokenizer, CLIPTextConfig, CLIPTextModelWithProjection
 
-from tag2text import Tag2TextImageProcessor, build_ram_open_set
 from ram_support import FIXTURE, convert
+from tag2text import Tag2TextImageProcessor, build_ram_open_set
 from tag2text.hub.cli import main as cli_main
 from tag2text.processing.clip_text import load_clip_text_tower
 from tag2text.training.ram_setup import NEW_TAG_THRESHOLD, replace_ram_label_space
@@ -253,8 +253,6 @@ def test_options_without_meaning_for_ram_are_refused_in_one_line(setup, tmp_path
 
 
 def test_a_repeated_tag_or_a_clip_of_another_width_is_one_line(setup, tmp_path, capsys):
-    from transformers import AutoTokenizer, CLIPTextConfig
-
     repeated = tmp_path / "repeated.txt"
     repeated.write_text("sky\nred\nsky\n")
     out = tmp_path / "out"
@@ -265,8 +263,6 @@ def test_a_repeated_tag_or_a_clip_of_another_width_is_one_line(setup, tmp_path, 
     narrow = tmp_path / "clip16"
     config = CLIPTextConfig.from_pretrained(CLIP)
     config.projection_dim = 16
-    from transformers import CLIPTextModelWithProjection
-
     CLIPTextModelWithProjection(config).save_pretrained(narrow)
     AutoTokenizer.from_pretrained(CLIP).save_pretrained(narrow)
     assert train(setup["models"]["ram"], setup, out, "--max-steps", "1", "--clip-model", str(narrow)) == 2
